@@ -1,0 +1,46 @@
+"""Project-local compiled extensions: ``CUDAExtension``/``CppExtension`` and ``cpp_extension.load``.
+
+Reported, never rewritten: they are the project's own kernels, not mmcv's, and need a toolchain to
+build. The report lets a user see every compiled dependency of the project in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from mmcv_migrate.findings import KIND_COMPILED_EXTENSION, UNCONVERTED
+from mmcv_migrate.rewrites.collect import dotted_name
+from mmcv_migrate.rewrites.context import FileContext
+
+RULE = "compiled-extension"
+
+_BUILDERS = {
+    "torch.utils.cpp_extension.CUDAExtension": "builds a CUDA extension",
+    "torch.utils.cpp_extension.CppExtension": "builds a C++ extension",
+    "torch.utils.cpp_extension.load": "JIT-compiles an extension",
+    "torch.utils.cpp_extension.load_inline": "JIT-compiles an inline extension",
+}
+
+
+def _name_argument(call: cst.Call) -> Optional[str]:
+    for index, arg in enumerate(call.args):
+        if (arg.keyword is not None and arg.keyword.value == "name") or (arg.keyword is None and index == 0):
+            if isinstance(arg.value, cst.SimpleString):
+                value = arg.value.evaluated_value
+                return value if isinstance(value, str) else None
+    return None
+
+
+def run(ctx: FileContext) -> None:
+    for call in ctx.calls:
+        func = dotted_name(call.func)
+        resolved = ctx.resolve(func) if func else None
+        if resolved not in _BUILDERS:
+            continue
+        name = _name_argument(call)
+        ctx.add(call, rule=RULE, kind=KIND_COMPILED_EXTENSION, symbol=resolved, status=UNCONVERTED,
+                fixable=False, remaining=False,
+                message=f"{_BUILDERS[resolved]}{' ' + repr(name) if name else ''}: a project-local compiled op, "
+                "not rewritten; it needs a compiler and CUDA toolkit to build")

@@ -160,6 +160,9 @@ def _load(registry_bytes: bytes) -> Coverage:
     return Coverage(load_catalogue(), ops, hashlib.sha256(registry_bytes).hexdigest())
 
 
-def load_coverage() -> Coverage:
-    """The coverage for this process (the shipped snapshot, or ``$MMCV_MIGRATE_REGISTRY``)."""
+def load_coverage(registry: Optional[str] = None) -> Coverage:
+    """The coverage for a registry snapshot file: by default the shipped one (or ``$MMCV_MIGRATE_REGISTRY``)."""
+    if registry is not None:
+        with open(registry, "rb") as handle:
+            return _load(handle.read())
     return _load(_read_registry())

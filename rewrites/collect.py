@@ -37,6 +37,7 @@ class Collector(cst.CSTVisitor):
         self._container: Optional[Container] = None
         self._not_loads: Set[cst.Name] = set()
         self._scopes: List[cst.CSTNode] = []  # enclosing defs and classes
+        self._in_import = False
 
     # --- lines and comments ----------------------------------------------------------------
 
@@ -53,6 +54,7 @@ class Collector(cst.CSTVisitor):
     # --- imports ---------------------------------------------------------------------------
 
     def visit_Import(self, node: cst.Import) -> bool:
+        self._in_import = True  # comments inside are still visited (suppression marks)
         self.ctx.imports.append(ImportStatement(node, self._container, None, self._scope))
         for alias in node.names:
             full = get_full_name_for_node(alias.name)
@@ -63,15 +65,19 @@ class Collector(cst.CSTVisitor):
             else:
                 head = full.partition(".")[0]
                 self._bind(head, head, node, alias, full)
-        return False
+        return True
+
+    def leave_Import(self, original_node: cst.Import) -> None:
+        self._in_import = False
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
         relative = len(node.relative)
         name = get_full_name_for_node(node.module) if node.module is not None else None
         module = self.ctx.resolve_relative(relative, name)
+        self._in_import = True
         self.ctx.imports.append(ImportStatement(node, self._container, module, self._scope))
         if module is None or isinstance(node.names, cst.ImportStar):
-            return False
+            return True
         for alias in node.names:
             imported = get_full_name_for_node(alias.name)
             if imported is None:
@@ -80,7 +86,10 @@ class Collector(cst.CSTVisitor):
             if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
                 local = alias.asname.name.value
             self._bind(local, f"{module}.{imported}", node, alias, None)
-        return False
+        return True
+
+    def leave_ImportFrom(self, original_node: cst.ImportFrom) -> None:
+        self._in_import = False
 
     def _bind(self, name, target, statement, alias, module_import) -> None:
         binding = Binding(name, target, statement, alias, self._container, module_import, self._scope)
@@ -89,6 +98,8 @@ class Collector(cst.CSTVisitor):
     # --- uses ------------------------------------------------------------------------------
 
     def visit_Attribute(self, node: cst.Attribute) -> bool:
+        if self._in_import:
+            return False
         dotted = dotted_name(node)
         if dotted is None:
             node.value.visit(self)  # e.g. ``f(x).attr``: the value may hold uses, ``attr`` is none
@@ -98,7 +109,7 @@ class Collector(cst.CSTVisitor):
         return False  # a pure chain holds no further uses
 
     def visit_Name(self, node: cst.Name) -> None:
-        if node not in self._not_loads:
+        if not self._in_import and node not in self._not_loads:
             self.ctx.uses.setdefault(node.value, []).append(Use(node.value, node.value, node))
 
     # Names that are not loads of a binding: definitions, parameters, keywords, assignment targets.

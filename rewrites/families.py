@@ -46,7 +46,7 @@ def _split(path: str, prefix: str) -> Optional[Tuple[str, ...]]:
     return None
 
 
-def _ops(path: str, ctx: FileContext) -> Optional[Target]:
+def _ops(path: str, ctx: FileContext, module_context: bool) -> Optional[Target]:
     rest = _split(path, "mmcv.ops")
     if rest is None:
         return None
@@ -55,10 +55,15 @@ def _ops(path: str, ctx: FileContext) -> Optional[Target]:
         return Target(RULE_OPS, KIND_IMPORT, "mmcv.ops", "mmcv.ops", "mmcv_runtime.ops", CONVERTED, True, True,
                       "mmcv_runtime.ops mirrors the mmcv.ops package")
     first = rest[0]
-    if len(rest) > 1 and first in cat.submodules and first not in cat.exports:
+    if len(rest) > 1 and first in cat.submodules:
+        # ``mmcv.ops.nms.batched_nms``: the submodule's name, even where an export shares the
+        # submodule's name (``nms``, ``roi_align``, ``carafe``).
         inner = cat.symbol(f"mmcv.ops.{first}", rest[1])
         if inner is not None:
             return _ops_symbol(f"mmcv.ops.{first}.{rest[1]}", inner, ctx)
+    if module_context and len(rest) == 1 and first in cat.submodules:
+        submodule = f"mmcv.ops.{first}"
+        return _ops_symbol(submodule, submodule, ctx, is_module=True)
     symbol = cat.symbol("mmcv.ops", first)
     matched = f"mmcv.ops.{first}"
     if symbol is None:
@@ -67,16 +72,16 @@ def _ops(path: str, ctx: FileContext) -> Optional[Target]:
     return _ops_symbol(matched, symbol, ctx)
 
 
-def _ops_symbol(matched: str, symbol: str, ctx: FileContext) -> Target:
-    is_module = symbol.count(".") == 2 and symbol.rpartition(".")[2] in ctx.catalogue.submodules and (
-        symbol.rpartition(".")[2] not in ctx.catalogue.exports
-    )
+def _ops_symbol(matched: str, symbol: str, ctx: FileContext, is_module: bool = False) -> Target:
+    last = symbol.rpartition(".")[2]
+    is_module = is_module or (symbol.count(".") == 2 and last in ctx.catalogue.submodules
+                              and last not in ctx.catalogue.exports)
     runtime_path = "mmcv_runtime" + matched[len("mmcv"):]
     return Target(RULE_OPS, KIND_IMPORT, matched, symbol, runtime_path, ctx.coverage.status(symbol),
                   ctx.coverage.provides(symbol), is_module, ctx.coverage.describe(symbol))
 
 
-def _deprecated(path: str, ctx: FileContext) -> Optional[Target]:
+def _deprecated(path: str, ctx: FileContext, module_context: bool) -> Optional[Target]:
     for old, new in ctx.catalogue.deprecated_reexports.items():
         if path == old or path.startswith(old + "."):
             sub, _, name = new.rpartition(".")
@@ -87,7 +92,7 @@ def _deprecated(path: str, ctx: FileContext) -> Optional[Target]:
     return None
 
 
-def _ext(path: str, ctx: FileContext) -> Optional[Target]:
+def _ext(path: str, ctx: FileContext, module_context: bool) -> Optional[Target]:
     rest = _split(path, "mmcv._ext")
     if rest is None:
         return None
@@ -106,7 +111,7 @@ def _ext(path: str, ctx: FileContext) -> Optional[Target]:
 _EXT_LOADER_API = ("load_ext", "check_ops_exist")
 
 
-def _ext_loader(path: str, ctx: FileContext) -> Optional[Target]:
+def _ext_loader(path: str, ctx: FileContext, module_context: bool) -> Optional[Target]:
     rest = _split(path, "mmcv.utils.ext_loader")
     if rest is None:
         return None
@@ -132,13 +137,17 @@ _RUNTIME_PREFIXES = (
 )
 
 
-def classify(path: str, ctx: FileContext) -> Optional[Target]:
-    """The family target a fully qualified path names, or None when it is not ours."""
+def classify(path: str, ctx: FileContext, module_context: bool = False) -> Optional[Target]:
+    """The family target a fully qualified path names, or None when it is not ours.
+
+    ``module_context``: the path is known to name a module (``import mmcv.ops.nms as m``), so a
+    submodule wins over an export of the same name.
+    """
     if path.startswith("mmcv_runtime"):
         for runtime, mmcv in _RUNTIME_PREFIXES:
             rest = _split(path, runtime)
             if rest is not None:
-                target = classify(".".join((mmcv,) + rest), ctx)
+                target = classify(".".join((mmcv,) + rest), ctx, module_context)
                 if target is None:
                     return None
                 return Target(target.rule, target.import_kind, runtime + target.path[len(mmcv):], target.symbol,
@@ -148,7 +157,7 @@ def classify(path: str, ctx: FileContext) -> Optional[Target]:
     if not path.startswith("mmcv"):
         return None
     for family in _FAMILIES:
-        target = family(path, ctx)
+        target = family(path, ctx, module_context)
         if target is not None:
             return target
     return None

@@ -93,7 +93,7 @@ def run(ctx: FileContext) -> None:
             for alias in node.names:
                 full = get_full_name_for_node(alias.name) or ""
                 if alias.asname is not None:
-                    target = classify(full, ctx)
+                    target = classify(full, ctx, module_context=True)
                     if target is not None and target.is_module:
                         binding = _binding_of(ctx, alias)
                         if binding is not None:
@@ -195,41 +195,53 @@ def _with_aliases(node: cst.ImportFrom, module: Optional[str], group: Sequence[c
     """``node`` holding only ``group`` (from ``module`` if given), commas fixed up for the new order.
 
     In a parenthesised import every comma carries the line break and comment after its name, so
-    names keep their own commas; only the group's last name takes the layout of the original last
-    one (trailing comma or not, indentation before the closing parenthesis).
+    names keep their own commas; the group's last name takes the layout of the original last one
+    (trailing comma or not, indentation before the closing parenthesis).
     """
     names = list(group)
+    changes = {}
     for index, alias in enumerate(names):
         own = alias.comma
         if index < len(names) - 1:
             if not isinstance(own, cst.Comma):
-                names[index] = alias.with_changes(comma=_separator(last, node))
+                names[index] = alias.with_changes(comma=_separator(node))
         elif alias is not last:
-            names[index] = alias.with_changes(comma=_closing_comma(own, last.comma))
-    if module is None:
-        return node.with_changes(names=names)
-    return node.with_changes(module=_module_expr(module), relative=(), names=names)
+            comma, closes_line = _closing_comma(own, last.comma)
+            names[index] = alias.with_changes(comma=comma)
+            if closes_line and node.rpar is not None:
+                # The kept comment already ends the line: the parenthesis must not add a second break.
+                changes["rpar"] = node.rpar.with_changes(whitespace_before=cst.SimpleWhitespace(""))
+    if module is not None:
+        changes.update(module=_module_expr(module), relative=())
+    return node.with_changes(names=names, **changes)
 
 
-def _separator(last: cst.ImportAlias, node: cst.ImportFrom) -> cst.Comma:
+def _separator(node: cst.ImportFrom) -> cst.Comma:
     """A comma after a name that used to end the list, laid out like the list's other commas."""
     others = [a.comma for a in node.names if isinstance(a.comma, cst.Comma)]
     if others and isinstance(others[0].whitespace_after, cst.ParenthesizedWhitespace):
         layout = others[0].whitespace_after
         return cst.Comma(whitespace_after=layout.with_changes(
-            first_line=cst.TrailingWhitespace(newline=layout.first_line.newline)))
+            first_line=cst.TrailingWhitespace(newline=layout.first_line.newline), empty_lines=()))
     return cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
 
 
 def _closing_comma(own, original_last):
-    """The comma a name gets when it becomes the last of its list."""
-    if isinstance(own, cst.Comma) and isinstance(own.whitespace_after, cst.ParenthesizedWhitespace):
-        closing = original_last.whitespace_after if isinstance(original_last, cst.Comma) else None
-        last_line = (closing.last_line if isinstance(closing, cst.ParenthesizedWhitespace)
-                     else cst.SimpleWhitespace(""))
-        # Keep this name's own comment and line break; indent the closing parenthesis as before.
-        return own.with_changes(whitespace_after=own.whitespace_after.with_changes(last_line=last_line))
-    return original_last
+    """(comma, ends_line) for a name that becomes the last of its list."""
+    if isinstance(original_last, cst.Comma):
+        if isinstance(own, cst.Comma) and isinstance(own.whitespace_after, cst.ParenthesizedWhitespace):
+            closing = original_last.whitespace_after
+            last_line = (closing.last_line if isinstance(closing, cst.ParenthesizedWhitespace)
+                         else cst.SimpleWhitespace(""))
+            # Keep this name's own comment and line break; indent the parenthesis as before.
+            return own.with_changes(whitespace_after=own.whitespace_after.with_changes(last_line=last_line)), False
+        return original_last, False
+    # The original list had no trailing comma: the layout before ``)`` lives on the parenthesis.
+    if (isinstance(own, cst.Comma) and isinstance(own.whitespace_after, cst.ParenthesizedWhitespace)
+            and own.whitespace_after.first_line.comment is not None):
+        return own.with_changes(whitespace_after=own.whitespace_after.with_changes(
+            last_line=cst.SimpleWhitespace(""))), True
+    return cst.MaybeSentinel.DEFAULT, False
 
 
 # --- module bindings ------------------------------------------------------------------------
@@ -364,7 +376,7 @@ def _root_binding(ctx: FileContext, name: str, bindings: List[Binding]) -> None:
     anchor = next((b for b in bindings if b.scope is None), bindings[0])
     for binding in bindings:
         loaded = binding.module_import or ""
-        target = classify(loaded, ctx) if loaded != "mmcv" else None
+        target = classify(loaded, ctx, module_context=True) if loaded != "mmcv" else None
         if target is None:
             continue
         still_needed = any(p == target.path or p.startswith(target.path + ".") for p in leftover_prefixes)

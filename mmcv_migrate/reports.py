@@ -397,21 +397,22 @@ def _md_list(items: Sequence[str]) -> str:
     return ", ".join(_md_cell(i) for i in items) if items else "-"
 
 
-def _markdown(report: ScanReport) -> str:
-    s = _summary(report)
-    out = [f"## {TOOL_NAME} {report.command} report", ""]
-    parts = [
-        f"**{_plural(report.files_scanned, 'file')} scanned**",
-        _plural(s["findings"], "finding"),
-        f"{s['remaining']} remaining",
-        f"{s['fixable']} fixable",
-    ]
+def _summary_parts(report: ScanReport, s: dict, scanned: str) -> List[str]:
+    """The one-line summary's parts, shared by the table and Markdown outputs."""
+    parts = [scanned, _plural(s["findings"], "finding"), f"{s['remaining']} remaining", f"{s['fixable']} fixable"]
     if s["suppressed"]:
         parts.append(f"{s['suppressed']} suppressed")
     if report.command == "apply":
         parts.append(f"{_plural(s['files_changed'], 'file')} changed")
     if report.errors:
         parts.append(_plural(len(report.errors), "error"))
+    return parts
+
+
+def _markdown(report: ScanReport) -> str:
+    s = _summary(report)
+    out = [f"## {TOOL_NAME} {report.command} report", ""]
+    parts = _summary_parts(report, s, f"**{_plural(report.files_scanned, 'file')} scanned**")
     out += [" · ".join(parts), ""]
     if report.roots:
         out += ["Scanned: " + ", ".join(_md_code(r) for r in report.roots), ""]
@@ -596,18 +597,7 @@ def _table(report: ScanReport, console) -> None:
     _print_errors(console, report.errors)
 
     console.print()
-    parts = [
-        f"Scanned {_plural(report.files_scanned, 'file')}",
-        _plural(s["findings"], "finding"),
-        f"{s['remaining']} remaining",
-        f"{s['fixable']} fixable",
-    ]
-    if s["suppressed"]:
-        parts.append(f"{s['suppressed']} suppressed")
-    if report.command == "apply":
-        parts.append(f"{_plural(s['files_changed'], 'file')} changed")
-    if report.errors:
-        parts.append(_plural(len(report.errors), "error"))
+    parts = _summary_parts(report, s, f"Scanned {_plural(report.files_scanned, 'file')}")
     style = "bold red" if s["remaining"] or report.errors else "bold green"
     _print_line(console, Text(", ".join(parts), style=style))
 

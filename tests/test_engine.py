@@ -181,3 +181,22 @@ def test_shipped_registry_snapshot_is_what_scan_reads(monkeypatch):
     from mmcv_runtime import registry
 
     assert set(load_coverage().ops) == set(registry.snapshot()["ops"])
+
+
+def test_scanning_never_imports_torch(tmp_path):
+    """Scanning is static analysis: neither the engine nor the reports may pull in torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io\n"
+        "from mmcv_migrate import engine, reports\n"
+        "from mmcv_migrate.cli import _report\n"
+        f"outcome = engine.run([{str(ROOT / 'fixtures' / 'rewrites')!r}], fix=True, use_cache=False)\n"
+        "findings = [f for _, r in outcome.results for f in r.findings]\n"
+        "reports.render(_report('scan', ['.'], outcome, findings), 'table', stream=io.StringIO())\n"
+        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
+    )
+    env = {"MMCV_MIGRATE_CACHE_DIR": str(tmp_path), "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -188,7 +188,9 @@ def _unified_diff(path: str, before: bytes, after: bytes) -> str:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             text = data.decode("latin-1")
-        return text.splitlines(keepends=True)
+        # Old-Mac CR-only endings would glue the whole diff onto one line: diff lines end in LF
+        # (CRLF lines keep their CR, which patch and git apply expect).
+        return [line[:-1] + "\n" if line.endswith("\r") else line for line in text.splitlines(keepends=True)]
 
     diff = difflib.unified_diff(lines(before), lines(after), f"a/{path}", f"b/{path}")
     out = []

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
-from mmcv_migrate.findings import KIND_ATTRIBUTE, KIND_DYNAMIC, PARTIAL
+from mmcv_migrate.findings import KIND_ATTRIBUTE, KIND_DYNAMIC, PARTIAL, UNCONVERTED
 from mmcv_migrate.rewrites.context import Binding, FileContext, ImportStatement, Use
 from mmcv_migrate.rewrites.families import RULE_DEPRECATED, RULE_OPS, Target, classify
 
@@ -173,8 +173,12 @@ def _rewrite_import_froms(ctx: FileContext, moved: Dict[cst.ImportAlias, Target]
                 module, _, new_name = target.runtime_path.rpartition(".")
                 alias = _renamed(alias, new_name)
             groups.setdefault(module, []).append(alias)
+        # Visual indent (first name on the parenthesis line): continuation lines align to its column.
+        first_line, first_column, _ = ctx.span(aliases[0])
+        aligned = first_column - 1 if first_line == ctx.span(node)[0] else -1
         parts = [
-            _with_aliases(node, module, group, aliases[-1]) for module, group in groups.items()
+            _realign(_with_aliases(node, module, group, aliases[-1]), node, aligned)
+            for module, group in groups.items()
         ]
         if len(parts) == 1:
             ctx.replace(node, parts[0])
@@ -214,6 +218,29 @@ def _with_aliases(node: cst.ImportFrom, module: Optional[str], group: Sequence[c
     if module is not None:
         changes.update(module=_module_expr(module), relative=())
     return node.with_changes(names=names, **changes)
+
+
+def _realign(new: cst.ImportFrom, old: cst.ImportFrom, column: int) -> cst.ImportFrom:
+    """Keep continuation lines aligned with the parenthesis when the module's name changes length.
+
+    ``from mmcv.ops import (a,`` / ``<22 spaces>b)``: the second line was aligned under ``a``;
+    after ``mmcv.ops`` becomes ``mmcv_runtime.ops`` it must move right by the same amount.
+    """
+    empty = cst.Module([])
+    shift = (len(empty.code_for_node(new.module)) - len(new.relative)
+             - len(empty.code_for_node(old.module)) + len(old.relative)) if old.module and new.module else 0
+    if shift == 0 or new.lpar is None:
+        return new
+
+    def moved(whitespace):
+        if isinstance(whitespace, cst.ParenthesizedWhitespace) and len(whitespace.last_line.value) == column:
+            return whitespace.with_changes(last_line=cst.SimpleWhitespace(" " * max(0, column + shift)))
+        return whitespace
+
+    names = [a.with_changes(comma=a.comma.with_changes(whitespace_after=moved(a.comma.whitespace_after)))
+             if isinstance(a.comma, cst.Comma) else a for a in new.names]
+    rpar = new.rpar.with_changes(whitespace_before=moved(new.rpar.whitespace_before)) if new.rpar else None
+    return new.with_changes(names=names, rpar=rpar)
 
 
 def _separator(node: cst.ImportFrom) -> cst.Comma:
@@ -382,9 +409,14 @@ def _root_binding(ctx: FileContext, name: str, bindings: List[Binding]) -> None:
         still_needed = any(p == target.path or p.startswith(target.path + ".") for p in leftover_prefixes)
         dropping = (not still_needed and _convertible(target, ctx)
                     and not ctx.is_suppressed(binding.alias, binding.statement))
+        message = _message(target, ctx, dropping)
+        if still_needed and not (ctx.inside_mmcv and target.rule in _NOT_IN_MMCV_TREE):
+            kept = sorted(p for p in leftover_prefixes if p.startswith(target.path + "."))
+            message = f"kept: {', '.join(kept)} still used through it; the runtime lacks them"
         ctx.add(binding.alias, rule=target.rule, kind=target.import_kind, symbol=target.symbol,
-                status=target.status, fixable=dropping, remaining=_remaining(target, ctx),
-                statement=binding.statement, message=_message(target, ctx, dropping))
+                status=target.status if dropping else PARTIAL if runtime_modules else UNCONVERTED,
+                fixable=dropping, remaining=_remaining(target, ctx),
+                statement=binding.statement, message=message)
         if not dropping:
             continue
         # No use of this namespace stays on mmcv: stop importing it (it would load mmcv._ext).

@@ -18,7 +18,7 @@ mmcv's own wrappers keep working and reach the runtime through its ``_ext`` ABI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import libcst as cst
@@ -37,10 +37,6 @@ def _expr(dotted: str) -> cst.BaseExpression:
     for part in parts[1:]:
         node = cst.Attribute(value=node, attr=cst.Name(part))
     return node
-
-
-def _module_expr(dotted: str):
-    return _expr(dotted)
 
 
 def _convertible(target: Target, ctx: FileContext) -> bool:
@@ -74,8 +70,7 @@ class _UsePlan:
 @dataclass
 class _ModuleBinding:
     binding: Binding
-    target: Optional[Target]  # None for the root binding ``mmcv``
-    uses: List[_UsePlan] = field(default_factory=list)
+    target: Target
 
 
 def run(ctx: FileContext) -> None:
@@ -216,7 +211,7 @@ def _with_aliases(node: cst.ImportFrom, module: Optional[str], group: Sequence[c
                 # The kept comment already ends the line: the parenthesis must not add a second break.
                 changes["rpar"] = node.rpar.with_changes(whitespace_before=cst.SimpleWhitespace(""))
     if module is not None:
-        changes.update(module=_module_expr(module), relative=())
+        changes.update(module=_expr(module), relative=())
     return node.with_changes(names=names, **changes)
 
 
@@ -322,7 +317,6 @@ def _use_convertible(ctx: FileContext, plan: _UsePlan) -> bool:
 def _module_binding(ctx: FileContext, module_binding: _ModuleBinding, moved) -> None:
     """``import mmcv.ops as o`` / ``from mmcv import ops``: retarget the import, or the uses."""
     binding, target = module_binding.binding, module_binding.target
-    assert target is not None
     plans = _plan_uses(ctx, binding)
     statement = binding.statement
     import_ok = _convertible(target, ctx) and not ctx.is_suppressed(binding.alias, statement)

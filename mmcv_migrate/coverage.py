@@ -19,7 +19,6 @@ from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional
 
 from mmcv_migrate.findings import CONVERTED, PARTIAL, UNCONVERTED, CoverageRow, Finding
 from mmcv_migrate.rewrites.catalogue import Catalogue, load_catalogue
-from mmcv_migrate.rewrites.context import CoverageView
 
 REGISTRY_ENV = "MMCV_MIGRATE_REGISTRY"
 _OPS_HINT = "`mmcv-migrate ops` lists what the runtime covers"
@@ -35,7 +34,9 @@ class RuntimeOp:
     kernels: tuple
 
 
-class Coverage(CoverageView):
+class Coverage:
+    """What the runtime provides, per mmcv symbol (what the rules and reports ask)."""
+
     def __init__(self, catalogue: Catalogue, ops: Mapping[str, RuntimeOp], registry_digest: str) -> None:
         self.catalogue = catalogue
         self.ops = dict(ops)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
@@ -129,9 +128,23 @@ def run(
     outcome = RunResult(files)
     store = result_cache.Cache.open(coverage.digest) if use_cache else None
 
+    index_file = store.stat_index(files) if store else None
     pending = []  # (index, file, data, key)
     done: dict = {}
     for index, (file, path) in enumerate(zip(files, shown)):
+        module = module_name(file)
+        stamp = None
+        if index_file is not None:
+            # Unchanged since the last run (same size, mtime, inode, module): no need to read it.
+            stamp = index_file.stamp(file)
+            known = index_file.lookup(file, stamp, module)
+            if known is not None:
+                if known == result_cache.NOT_A_CANDIDATE:
+                    continue
+                cached = store.get(known, path, fix)
+                if cached is not None:
+                    done[index] = cached
+                    continue
         try:
             with open(file.path, "rb") as handle:
                 data = handle.read()
@@ -139,8 +152,12 @@ def run(
             done[index] = FileResult(path, error=FileError(path, f"cannot read the file: {error.strerror}"))
             continue
         if not is_candidate(data, config_types):
+            if index_file is not None and stamp is not None:
+                index_file.record(file, stamp, module, result_cache.NOT_A_CANDIDATE)
             continue
-        key = result_cache.key(data, module_name(file), file.path.name == "__init__.py") if store else None
+        key = result_cache.key(data, module, file.path.name == "__init__.py") if store else None
+        if index_file is not None and stamp is not None:
+            index_file.record(file, stamp, module, key)
         cached = store.get(key, path, fix) if store else None
         if cached is not None:
             done[index] = cached
@@ -153,6 +170,8 @@ def run(
     ]
     workers = jobs if jobs is not None else (os.cpu_count() or 1)
     if len(pending) >= POOL_THRESHOLD and workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(max_workers=workers) as pool:
             computed = pool.map(_job, jobs_args, chunksize=max(1, len(jobs_args) // (workers * 8)))
             computed = _with_progress(computed, len(jobs_args), progress)
@@ -164,6 +183,8 @@ def run(
         if store is not None:
             store.put(key, result)
 
+    if index_file is not None:
+        index_file.save()
     for index in sorted(done):
         result = done[index]
         outcome.results.append((files[index], result))

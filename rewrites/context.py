@@ -9,13 +9,16 @@ rules never need to coordinate the order in which they touch the tree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import libcst as cst
 from libcst.metadata import CodeRange
 
 from mmcv_migrate.findings import Finding
 from mmcv_migrate.rewrites.catalogue import Catalogue
+
+if TYPE_CHECKING:
+    from mmcv_migrate.coverage import Coverage
 
 SUPPRESSION_MARK = "mmcv-migrate: ignore"
 
@@ -54,19 +57,6 @@ class ImportStatement:
     scope: Optional[cst.CSTNode] = None
 
 
-class CoverageView:
-    """What rules need to know about the runtime (implemented by mmcv_migrate.coverage)."""
-
-    def status(self, symbol: str) -> str:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def provides(self, symbol: str) -> bool:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def describe(self, symbol: str) -> str:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
 @dataclass
 class EditPlan:
     replacements: Dict[cst.CSTNode, Replacement] = field(default_factory=dict)
@@ -85,7 +75,7 @@ class FileContext:
     module: cst.Module
     positions: Dict[cst.CSTNode, CodeRange]
     catalogue: Catalogue
-    coverage: CoverageView
+    coverage: "Coverage"
     module_name: Optional[str] = None  # dotted name of this file, when inside a package
     is_package: bool = False  # the file is a package's __init__.py
     bindings: Dict[str, List[Binding]] = field(default_factory=dict)

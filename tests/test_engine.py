@@ -200,3 +200,28 @@ def test_scanning_never_imports_torch(tmp_path):
     env = {"MMCV_MIGRATE_CACHE_DIR": str(tmp_path), "PATH": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_warm_run_reads_no_unchanged_file(some_ops, tmp_path, monkeypatch):
+    import os
+    import time
+
+    _tree(tmp_path / "t", 3)
+    old = time.time() - 60  # older than the racy window
+    for path in (tmp_path / "t").iterdir():
+        os.utime(path, (old, old))
+    cold = engine.run([str(tmp_path / "t")], fix=False)
+    engine.run([str(tmp_path / "t")], fix=False)  # the index now trusts every file
+    monkeypatch.setattr(engine, "open", lambda *a, **k: pytest.fail(f"read {a[0]}"), raising=False)
+    warm = engine.run([str(tmp_path / "t")], fix=False)
+    assert _summary(warm) == _summary(cold)
+
+
+def test_stat_index_sees_a_same_size_edit_in_the_same_second(some_ops, tmp_path):
+    _tree(tmp_path / "t", 1)
+    target = tmp_path / "t" / "m000.py"
+    engine.run([str(tmp_path / "t")], fix=False)
+    engine.run([str(tmp_path / "t")], fix=False)
+    target.write_text(target.read_text().replace("CARAFE", "RoIPo"))  # same size, same second
+    findings = {f.rel: [x.symbol for x in r.findings] for f, r in engine.run([str(tmp_path / "t")], fix=False).results}
+    assert "mmcv.ops.RoIPo" in findings["m000.py"]

@@ -1,0 +1,125 @@
+"""NMS / box-IoU family: mmcv_runtime against compiled mmcv CPU, in the same process, interleaved.
+
+    python benchmarks/bench_nms.py [--repeat 7] [--threads N] [--json OUT]
+
+With the reference oracle importable (see ../shared/tools/build-mmcv-reference.sh; install this
+package into its venv with ``pip install -e . --no-deps`` and run with ``PYTHONPATH=<mmcv src>``) it
+prints runtime/mmcv time ratios; without it, absolute times and a naive baseline (IoU matrix plus a
+Python loop over boxes) instead. Goal (issue 3): every ratio at or below 1.0 on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+import mmcv_runtime.ops as rt
+
+try:
+    import mmcv.ops as mm  # the oracle, when importable
+except Exception:  # noqa: BLE001 - any import failure means "no oracle"
+    mm = None
+
+
+def boxes_and_scores(n: int, seed: int, scale: float = 800.0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * scale
+    wh = 8 + torch.rand(n, 2, generator=g) * 80
+    return torch.cat([xy, xy + wh], 1), torch.rand(n, generator=g)
+
+
+def naive_nms(boxes, scores, thr):
+    from mmcv_runtime.ops.bbox import pairwise_iou
+
+    order = scores.sort(descending=True)[1]
+    iou = pairwise_iou(boxes[order], boxes[order])
+    keep = torch.ones(len(order), dtype=torch.bool)
+    for i in range(len(order)):
+        if keep[i]:
+            keep[i + 1:] &= ~(iou[i, i + 1:] > thr)
+    return order[keep]
+
+
+def cases() -> List[Dict]:
+    out = []
+    for n in (1000, 5000):
+        b, s = boxes_and_scores(n, n)
+        out.append(dict(name=f"nms {n} boxes", runtime=lambda b=b, s=s: rt.nms(b, s, 0.5),
+                        mmcv=(lambda b=b, s=s: mm.nms(b, s, 0.5)) if mm else None,
+                        naive=lambda b=b, s=s: naive_nms(b, s, 0.5)))
+    b, s = boxes_and_scores(10000, 7, scale=1200)
+    idxs = torch.randint(0, 80, (10000,), generator=torch.Generator().manual_seed(3))
+    cfg = dict(type="nms", iou_threshold=0.5)
+    out.append(dict(name="batched_nms 10k boxes / 80 classes",
+                    runtime=lambda: rt.batched_nms(b, s, idxs, cfg),
+                    mmcv=(lambda: mm.batched_nms(b, s, idxs, cfg)) if mm else None, naive=None))
+    b1, s1 = boxes_and_scores(1000, 11)
+    out.append(dict(name="soft_nms 1000 boxes (linear)", runtime=lambda: rt.soft_nms(b1, s1, 0.3),
+                    mmcv=(lambda: mm.soft_nms(b1, s1, 0.3)) if mm else None, naive=None))
+    b2, _ = boxes_and_scores(2000, 13)
+    b3, _ = boxes_and_scores(2000, 17)
+    out.append(dict(name="bbox_overlaps 2000x2000", runtime=lambda: rt.bbox_overlaps(b2, b3),
+                    mmcv=(lambda: mm.bbox_overlaps(b2, b3)) if mm else None, naive=None))
+    for name in ("nms_rotated 2k boxes", "box_iou_rotated 1000x1000"):
+        out.append(dict(name=name, runtime=None, mmcv=None, naive=None))
+    return out
+
+
+def measure(fn: Optional[Callable], repeat: int, store: List[float]) -> None:
+    if fn is None:
+        return
+    start = time.perf_counter()
+    fn()
+    store.append(time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = []
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+          f"oracle: {'mmcv ' + __import__('mmcv').__version__ if mm else 'not importable'}")
+    for case in cases():
+        if case["runtime"] is None:
+            results.append(dict(name=case["name"], note="not implemented in the runtime yet"))
+            continue
+        times: Dict[str, List[float]] = {"runtime": [], "mmcv": [], "naive": []}
+        for fn in (case["runtime"], case["mmcv"], case["naive"]):  # warm-up
+            measure(fn, 1, [])
+        for _ in range(args.repeat):  # interleaved rounds
+            for key in ("runtime", "mmcv", "naive"):
+                measure(case[key], 1, times[key])
+        row = dict(name=case["name"], **{f"{k}_s": statistics.median(v) for k, v in times.items() if v})
+        if "mmcv_s" in row:
+            row["ratio"] = row["runtime_s"] / row["mmcv_s"]
+        elif "naive_s" in row:
+            row["ratio_vs_naive"] = row["runtime_s"] / row["naive_s"]
+        results.append(row)
+    print(f"{'case':40s} {'runtime ms':>11s} {'mmcv ms':>9s} {'ratio':>7s}  {'naive ms':>9s}")
+    for row in results:
+        if "note" in row:
+            print(f"{row['name']:40s} {row['note']}")
+            continue
+        mmcv_ms = f"{row['mmcv_s'] * 1e3:9.2f}" if "mmcv_s" in row else f"{'-':>9s}"
+        ratio = f"{row['ratio']:7.2f}" if "ratio" in row else f"{'-':>7s}"
+        naive = f"{row['naive_s'] * 1e3:9.2f}" if "naive_s" in row else f"{'-':>9s}"
+        print(f"{row['name']:40s} {row['runtime_s'] * 1e3:11.2f} {mmcv_ms} {ratio}  {naive}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

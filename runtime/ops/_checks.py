@@ -1,0 +1,80 @@
+"""Input handling shared by the ops: numpy in/out like mmcv, and clear errors for bad input.
+
+Every error names the op and the argument, as the runtime's rules require: ``ValueError`` for a bad
+shape or value, ``TypeError`` for a bad type or dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+
+def is_numpy(value: Any) -> bool:
+    return type(value).__module__ == "numpy" and type(value).__name__ == "ndarray"
+
+
+def to_tensor(op: str, name: str, value: Any) -> Tuple[Tensor, bool]:
+    """``(tensor, was_numpy)`` for a tensor or numpy array argument."""
+    if isinstance(value, Tensor):
+        return value, False
+    if is_numpy(value):
+        return torch.from_numpy(value), True
+    raise TypeError(f"{op}: {name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
+
+
+def check_boxes(op: str, name: str, boxes: Tensor, widths: Union[int, Sequence[int]],
+                *, allow_empty_any_shape: bool = False) -> None:
+    """``boxes`` is a floating (N, W) tensor with W in ``widths``."""
+    widths = (widths,) if isinstance(widths, int) else tuple(widths)
+    if allow_empty_any_shape and boxes.numel() == 0:
+        return
+    if boxes.dim() != 2 or boxes.size(1) not in widths:
+        shape = " or ".join(f"(N, {w})" for w in widths)
+        raise ValueError(f"{op}: {name} must have shape {shape}, got {tuple(boxes.shape)}")
+    if not boxes.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating point tensor, got {boxes.dtype}")
+
+
+def check_scores(op: str, name: str, scores: Tensor, count: int) -> None:
+    if scores.dim() != 1 or scores.size(0) != count:
+        raise ValueError(f"{op}: {name} must have shape ({count},) to match the boxes, got {tuple(scores.shape)}")
+    if not scores.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating point tensor, got {scores.dtype}")
+
+
+def check_same_device(op: str, **tensors: Optional[Tensor]) -> None:
+    present = {name: t for name, t in tensors.items() if t is not None}
+    devices = {t.device for t in present.values()}
+    if len(devices) > 1:
+        listing = ", ".join(f"{name} on {t.device}" for name, t in present.items())
+        raise ValueError(f"{op}: all tensors must be on one device, got {listing}")
+
+
+def check_choice(op: str, name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def renamed_kwargs(renames: Dict[str, str]) -> Callable:
+    """Accept deprecated keyword names (mmcv's ``deprecated_api_warning``), with a warning."""
+
+    def decorate(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{func.__name__}: got both {old!r} (deprecated) and {new!r}")
+                    warnings.warn(f"{func.__name__}: {old!r} is deprecated, use {new!r} instead",
+                                  DeprecationWarning, stacklevel=2)
+                    kwargs[new] = kwargs.pop(old)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,374 @@
+"""``mmcv.ops.nms``: non-maximum suppression of axis-aligned boxes, soft-NMS, NMS match, batched NMS.
+
+Semantics follow mmcv's CPU kernels: boxes are visited in ``scores.sort(descending=True)`` order
+(the same call, so score ties resolve the same way as mmcv on the same device and torch version),
+IoUs use the kernels' float arithmetic, ``nms`` suppresses at ``iou > iou_threshold`` and
+``nms_match`` at ``iou >= iou_threshold``. mmcv's CUDA ``nms`` tests ``inter > thr * union``
+instead, which differs only for IoUs exactly at the threshold.
+
+Speed: greedy NMS runs in blocks of the score order. Each block is first tested against every box
+kept so far (one batched IoU matrix), then resolved inside itself by a fixed-point iteration over
+its own suppression matrix, which converges to the sequential greedy answer in as many steps as the
+longest suppression chain in the block, instead of one step per box.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .. import registry
+from ._checks import check_boxes, check_choice, check_same_device, check_scores, renamed_kwargs, to_tensor
+from .bbox import box_areas, pairwise_iou, pairwise_overlap
+
+try:  # only for the type alias mmcv exposes; numpy is optional for the runtime
+    import numpy as _np
+
+    array_like_type = Union[Tensor, _np.ndarray]
+except ImportError:  # pragma: no cover
+    array_like_type = Tensor  # type: ignore[misc]
+
+_BLOCK = 256  # boxes resolved together; a (kept x 256) and a (256 x 256) IoU matrix per block
+_KEPT_CHUNK = 4096  # kept boxes tested against a block at a time, to bound memory
+
+
+# --- the greedy core ------------------------------------------------------------------------
+
+
+def _suppressed_by(kept: Tensor, kept_areas: Tensor, block: Tensor, block_areas: Tensor, threshold: float,
+                   offset: int, inclusive: bool) -> Tensor:
+    """(B,) bool: block boxes whose IoU with any kept box passes the threshold."""
+    hit = torch.zeros(block.size(0), dtype=torch.bool, device=block.device)
+    for start in range(0, kept.size(0), _KEPT_CHUNK):
+        iou = pairwise_iou(kept[start:start + _KEPT_CHUNK], block, offset,
+                           areas1=kept_areas[start:start + _KEPT_CHUNK], areas2=block_areas)
+        hit |= ((iou >= threshold) if inclusive else (iou > threshold)).any(0)
+    return hit
+
+
+def greedy_keep(boxes: Tensor, threshold: float, offset: int = 0, inclusive: bool = False) -> Tensor:
+    """(N,) bool keep mask of greedy NMS over (N, 4) boxes already in visiting order."""
+    n = boxes.size(0)
+    keep = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    if n == 0:
+        return keep
+    areas = box_areas(boxes, offset)
+    kept_boxes = boxes.new_empty((n, boxes.size(1)))
+    kept_areas = areas.new_empty(n)
+    n_kept = 0
+    for start in range(0, n, _BLOCK):
+        block, block_areas = boxes[start:start + _BLOCK], areas[start:start + _BLOCK]
+        alive = torch.ones(block.size(0), dtype=torch.bool, device=boxes.device)
+        if n_kept:
+            alive &= ~_suppressed_by(kept_boxes[:n_kept], kept_areas[:n_kept], block, block_areas,
+                                     threshold, offset, inclusive)
+        inner = pairwise_iou(block, block, offset, areas1=block_areas, areas2=block_areas)
+        beats = ((inner >= threshold) if inclusive else (inner > threshold)).triu_(1)
+        # Fixed point of keep[j] = alive[j] and no kept i < j beats j (the greedy answer).
+        current = alive
+        while True:
+            update = alive & ~(beats & current[:, None]).any(0)
+            if torch.equal(update, current):
+                break
+            current = update
+        keep[start:start + _BLOCK] = current
+        count = int(current.sum())
+        kept_boxes[n_kept:n_kept + count] = block[current]
+        kept_areas[n_kept:n_kept + count] = block_areas[current]
+        n_kept += count
+    return keep
+
+
+def nms_indices(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) -> Tensor:
+    """Indices of the boxes NMS keeps, in descending score order (the ``_ext.nms`` contract)."""
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    order = scores.sort(0, descending=True)[1]
+    keep = greedy_keep(_compute_dtype(boxes[order, :4]).contiguous(), float(iou_threshold), offset)
+    return order[keep]
+
+
+def _compute_dtype(boxes: Tensor) -> Tensor:
+    """Half-precision boxes are compared in float32 (IoUs of fp16 boxes lose too much)."""
+    return boxes.float() if boxes.dtype in (torch.float16, torch.bfloat16) else boxes
+
+
+# --- soft-NMS ---------------------------------------------------------------------------------
+
+_SOFT_METHODS = {"naive": 0, "linear": 1, "gaussian": 2}
+
+
+def soft_nms_core(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float, min_score: float,
+                  method: int, offset: int) -> Tuple[Tensor, Tensor]:
+    """``(dets (K, 5), inds (K,))`` of soft-NMS, reproducing mmcv's CPU kernel step for step.
+
+    The kernel picks the highest remaining score (the first one in its working order), decays the
+    others by their overlap with it, and drops a box falling under ``min_score`` by moving the last
+    box into its slot. The working order matters for ties, so it is reproduced exactly; the decay
+    of all remaining boxes is one vectorised step per picked box.
+    """
+    n = boxes.size(0)
+    box = _compute_dtype(boxes[:, :4]).clone()
+    score = scores.to(box.dtype).clone()
+    area = box_areas(box, offset)
+    index = torch.arange(n, device=boxes.device)
+    dets = boxes.new_empty((n, 5))
+    count = n
+    for i in range(n):
+        if i >= count:
+            break
+        best = i + int(torch.argmax(score[i:count]))  # first maximum, as the kernel's strict '<'
+        if best != i:
+            for t in (box, score, area, index):
+                t[[i, best]] = t[[best, i]]
+        dets[i, :4], dets[i, 4] = box[i], score[i]
+        rest = slice(i + 1, count)
+        if i + 1 >= count:
+            continue
+        inter = pairwise_overlap(box[i:i + 1], box[rest], offset)[0]
+        ovr = inter / (area[i] + area[rest] - inter)
+        if method == 0:  # the kernel's ``ovr >= thr`` is false for NaN: such boxes keep their score
+            weight = (~(ovr >= iou_threshold)).to(score.dtype)
+        elif method == 1:
+            weight = torch.where(ovr >= iou_threshold, 1 - ovr, torch.ones_like(ovr))
+        else:
+            weight = torch.exp(-(ovr * ovr) / sigma)
+        score[rest] *= weight
+        dropped = score[rest] < min_score
+        if bool(dropped.any()):
+            # Replay the kernel's swap-with-last compaction: survivors keep their slot, holes are
+            # filled by the survivors from the back, last first.
+            survivors = (~dropped).nonzero().squeeze(1)
+            m = survivors.numel()
+            front = survivors[survivors < m]
+            holes = torch.ones(m, dtype=torch.bool, device=boxes.device)
+            holes[front] = False
+            back = survivors[survivors >= m].flip(0)
+            slots = torch.empty(m, dtype=torch.long, device=boxes.device)
+            slots[front] = front
+            slots[holes.nonzero().squeeze(1)] = back
+            slots += i + 1
+            for t in (box, score, area, index):
+                t[i + 1:i + 1 + m] = t[slots].clone()
+            count = i + 1 + m
+    return dets[:count], index[:count]
+
+
+# --- autograd Functions (mmcv's names; NMS has no gradient) -----------------------------------
+
+
+class NMSop(torch.autograd.Function):
+    """mmcv's ``NMSop``: score filtering, NMS, ``max_num`` truncation; returns kept indices."""
+
+    @staticmethod
+    def forward(ctx: Any, bboxes: Tensor, scores: Tensor, iou_threshold: float, offset: int,
+                score_threshold: float, max_num: int) -> Tensor:
+        valid = None
+        if score_threshold > 0:
+            mask = scores > score_threshold
+            bboxes, scores = bboxes[mask], scores[mask]
+            valid = mask.nonzero().squeeze(1)
+        inds = nms_indices(bboxes, scores, iou_threshold, offset)
+        if max_num > 0:
+            inds = inds[:max_num]
+        return valid[inds] if valid is not None else inds
+
+
+class SoftNMSop(torch.autograd.Function):
+    """mmcv's ``SoftNMSop``: returns ``(dets, inds)`` with dets padded to N rows like mmcv's."""
+
+    @staticmethod
+    def forward(ctx: Any, boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float,
+                min_score: float, method: int, offset: int) -> Tuple[Tensor, Tensor]:
+        kept, inds = soft_nms_core(boxes, scores, float(iou_threshold), float(sigma), float(min_score),
+                                   int(method), int(offset))
+        dets = boxes.new_zeros((boxes.size(0), 5))
+        dets[:kept.size(0)] = kept
+        return dets, inds
+
+
+# --- public API -------------------------------------------------------------------------------
+
+
+def _inputs(op: str, boxes, scores, offset: int) -> Tuple[Tensor, Tensor, bool]:
+    boxes, boxes_numpy = to_tensor(op, "boxes", boxes)
+    scores, _ = to_tensor(op, "scores", scores)
+    check_boxes(op, "boxes", boxes, 4)
+    check_scores(op, "scores", scores, boxes.size(0))
+    check_same_device(op, boxes=boxes, scores=scores)
+    check_choice(op, "offset", offset, (0, 1))
+    return boxes, scores.to(boxes.dtype), boxes_numpy
+
+
+@renamed_kwargs({"iou_thr": "iou_threshold"})
+def nms(boxes: array_like_type, scores: array_like_type, iou_threshold: float, offset: int = 0,
+        score_threshold: float = 0, max_num: int = -1) -> Tuple[array_like_type, array_like_type]:
+    """Greedy NMS: ``(dets (K, 5) = boxes + score column, inds (K,))`` in descending score order.
+
+    Args:
+        boxes: (N, 4) ``(x1, y1, x2, y2)``, tensor or numpy array (results then come back as numpy).
+        scores: (N,).
+        iou_threshold: a box is dropped when its IoU with a kept, higher-scored box exceeds this.
+        offset: 0 or 1, added to widths and heights.
+        score_threshold: boxes scoring at or below it are dropped first (when > 0).
+        max_num: keep at most this many (when > 0).
+    """
+    boxes, scores, was_numpy = _inputs("nms", boxes, scores, offset)
+    inds = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num)
+    dets = torch.cat((boxes[inds], scores[inds].reshape(-1, 1)), dim=1)
+    if was_numpy:
+        return dets.cpu().numpy(), inds.cpu().numpy()
+    return dets, inds
+
+
+@renamed_kwargs({"iou_thr": "iou_threshold"})
+def soft_nms(boxes: array_like_type, scores: array_like_type, iou_threshold: float = 0.3, sigma: float = 0.5,
+             min_score: float = 1e-3, method: str = "linear",
+             offset: int = 0) -> Tuple[array_like_type, array_like_type]:
+    """Soft-NMS (``method`` ``'naive'``, ``'linear'`` or ``'gaussian'``): ``(dets (K, 5), inds (K,))``.
+
+    ``dets`` holds the decayed scores, in the order the boxes were picked; boxes whose score falls
+    under ``min_score`` are dropped. Results are on the input's device (computed where it lives).
+    """
+    check_choice("soft_nms", "method", method, tuple(_SOFT_METHODS))
+    boxes, scores, was_numpy = _inputs("soft_nms", boxes, scores, offset)
+    dets, inds = SoftNMSop.apply(boxes, scores, float(iou_threshold), float(sigma), float(min_score),
+                                 _SOFT_METHODS[method], int(offset))
+    dets = dets[:inds.size(0)]
+    if was_numpy:
+        return dets.cpu().numpy(), inds.cpu().numpy()
+    return dets, inds
+
+
+# Names an nms_cfg's ``type`` may take (mmcv evaluates the string in its nms module).
+def _nms_type(name: str) -> Callable:
+    known: Dict[str, Callable] = {"nms": nms, "soft_nms": soft_nms}
+    if name in known:
+        return known[name]
+    if name in ("nms_rotated", "nms_quadri"):
+        raise NotImplementedError(f"mmcv_runtime does not implement mmcv.ops.{name} yet; "
+                                  "`mmcv-migrate ops` lists what it covers")
+    raise ValueError(f"batched_nms: nms_cfg type must be 'nms', 'soft_nms', 'nms_rotated', 'nms_quadri' "
+                     f"or a callable, got {name!r}")
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, nms_cfg: Optional[Dict],
+                class_agnostic: bool = False) -> Tuple[Tensor, Tensor]:
+    """NMS run independently per ``idxs`` value (e.g. class); ``(dets (K, 5|6), keep (K,))`` by score.
+
+    Boxes of different classes are shifted apart so that one NMS call never mixes them (mmcv's
+    trick). ``nms_cfg``: ``None`` skips NMS and only sorts; else ``iou_threshold`` and the like,
+    ``type`` (``'nms'``, ``'soft_nms'``, ... or a callable), ``class_agnostic`` and ``split_thr``
+    (from that many boxes on, NMS runs class by class, bounding memory; default 10000).
+    """
+    op = "batched_nms"
+    for name, value in (("boxes", boxes), ("scores", scores), ("idxs", idxs)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    check_boxes(op, "boxes", boxes, (4, 5))
+    check_scores(op, "scores", scores, boxes.size(0))
+    if idxs.dim() != 1 or idxs.size(0) != boxes.size(0):
+        raise ValueError(f"{op}: idxs must have shape ({boxes.size(0)},), got {tuple(idxs.shape)}")
+    check_same_device(op, boxes=boxes, scores=scores, idxs=idxs)
+    if nms_cfg is None:
+        scores, inds = scores.sort(descending=True)
+        return torch.cat([boxes[inds], scores[:, None]], -1), inds
+    cfg = dict(nms_cfg)
+    class_agnostic = cfg.pop("class_agnostic", class_agnostic)
+    if class_agnostic:
+        boxes_for_nms = boxes
+    elif boxes.size(-1) == 5:
+        max_coordinate = boxes[..., :2].max() + boxes[..., 2:4].max()
+        offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+        boxes_for_nms = torch.cat([boxes[..., :2] + offsets[:, None], boxes[..., 2:5]], dim=-1)
+    else:
+        max_coordinate = boxes.max() if boxes.numel() else boxes.new_tensor(0)
+        offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+        boxes_for_nms = boxes + offsets[:, None]
+    nms_op = cfg.pop("type", "nms")
+    if isinstance(nms_op, str):
+        nms_op = _nms_type(nms_op)
+    split_thr = cfg.pop("split_thr", 10000)
+    if boxes_for_nms.shape[0] < split_thr:
+        dets, keep = nms_op(boxes_for_nms, scores, **cfg)
+        boxes = boxes[keep]
+        scores = dets[:, -1]
+    else:
+        max_num = cfg.pop("max_num", -1)
+        total_mask = scores.new_zeros(scores.size(), dtype=torch.bool)
+        scores_after_nms = scores.new_zeros(scores.size())
+        for cls in torch.unique(idxs):
+            mask = (idxs == cls).nonzero().view(-1)
+            dets, keep = nms_op(boxes_for_nms[mask], scores[mask], **cfg)
+            total_mask[mask[keep]] = True
+            scores_after_nms[mask[keep]] = dets[:, -1]
+        keep = total_mask.nonzero().view(-1)
+        scores, inds = scores_after_nms[keep].sort(descending=True)
+        keep = keep[inds]
+        boxes = boxes[keep]
+        if max_num > 0:
+            keep, boxes, scores = keep[:max_num], boxes[:max_num], scores[:max_num]
+    return torch.cat([boxes, scores[:, None]], -1), keep
+
+
+def nms_match_groups(dets: Tensor, iou_threshold: float) -> List[List[int]]:
+    """mmcv's ``_ext.nms_match``: per kept box (score order), ``[kept, suppressed...]`` indices."""
+    if dets.size(0) == 0:
+        return []
+    order = dets[:, 4].sort(0, descending=True)[1]
+    boxes = _compute_dtype(dets[order, :4]).contiguous()
+    keep = greedy_keep(boxes, float(iou_threshold), offset=0, inclusive=True)
+    kept = keep.nonzero().squeeze(1)
+    dropped = (~keep).nonzero().squeeze(1)
+    # A suppressed box belongs to the first kept box (in score order) that reaches the threshold.
+    owners = [torch.empty(0, dtype=torch.long)]
+    for start in range(0, dropped.numel(), _KEPT_CHUNK):
+        iou = pairwise_iou(boxes[kept], boxes[dropped[start:start + _KEPT_CHUNK]], 0)
+        owners.append((iou >= iou_threshold).to(torch.int8).argmax(0).cpu())
+    owner = torch.cat(owners)
+    groups: List[List[int]] = [[i] for i in order[kept].tolist()]
+    for position, member in zip(owner.tolist(), order[dropped].tolist()):
+        groups[position].append(member)
+    return groups
+
+
+def nms_match(dets: array_like_type, iou_threshold: float) -> List[array_like_type]:
+    """Group boxes by NMS: each group is a kept box followed by the boxes it suppressed, score order.
+
+    Args:
+        dets: (N, 5) boxes with scores, tensor or numpy array.
+        iou_threshold: a box joins the first kept box its IoU reaches (``>=``).
+
+    Returns:
+        list of index tensors (or numpy arrays, following the input).
+    """
+    op = "nms_match"
+    tensor, was_numpy = to_tensor(op, "dets", dets)
+    if tensor.shape[0] == 0:
+        matched: List[List[int]] = []
+    else:
+        check_boxes(op, "dets", tensor, 5)
+        matched = nms_match_groups(tensor.detach(), iou_threshold)
+    if was_numpy:
+        import numpy as np
+
+        return [np.array(m, dtype=int) for m in matched]
+    return [tensor.new_tensor(m, dtype=torch.long) for m in matched]
+
+
+def __getattr__(name: str):
+    if name in ("nms_rotated", "nms_quadri"):
+        raise NotImplementedError(f"mmcv_runtime does not implement mmcv.ops.{name} yet; "
+                                  "`mmcv-migrate ops` lists what it covers")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+registry.register(registry.OpEntry(
+    op="nms",
+    names=("NMSop", "SoftNMSop", "array_like_type", "batched_nms", "nms", "nms_match", "soft_nms"),
+    ext_functions=("nms", "nms_match", "softnms"),
+    backward="n/a",
+    devices=("any",),
+))

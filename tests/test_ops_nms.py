@@ -1,0 +1,201 @@
+"""mmcv.ops.nms / mmcv.ops.bbox in the runtime: golden parity with compiled mmcv, edge cases, errors.
+
+Goldens: fixtures/golden/nms_family.pt, made by fixtures/golden/make_nms_golden.py with mmcv 2.2.0's
+compiled CPU ops (see that script). Scores there are distinct, so kept indices and their order are
+fully determined and compared exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmcv_runtime import ext_loader
+from mmcv_runtime.ops import batched_nms, bbox_overlaps, nms, nms_match, soft_nms
+
+GOLDEN = Path(__file__).resolve().parent.parent / "fixtures" / "golden" / "nms_family.pt"
+CASES = torch.load(GOLDEN, weights_only=False)["cases"] if GOLDEN.exists() else []
+
+
+def _ids(case):
+    return f"{case['op']}-{case['name']}-{'-'.join(str(v) for v in case['kwargs'].values())}"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "nms"], ids=_ids)
+def test_nms_matches_mmcv(case):
+    dets, inds = nms(case["boxes"], case["scores"], **case["kwargs"])
+    assert torch.equal(inds, case["inds"])
+    torch.testing.assert_close(dets, case["dets"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "soft_nms"], ids=_ids)
+def test_soft_nms_matches_mmcv(case):
+    dets, inds = soft_nms(case["boxes"], case["scores"], **case["kwargs"])
+    assert torch.equal(inds, case["inds"])
+    torch.testing.assert_close(dets, case["dets"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "batched_nms"], ids=_ids)
+def test_batched_nms_matches_mmcv(case):
+    dets, keep = batched_nms(case["boxes"], case["scores"], case["idxs"], **case["kwargs"])
+    assert torch.equal(keep, case["inds"])
+    torch.testing.assert_close(dets, case["dets"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "nms_match"], ids=_ids)
+def test_nms_match_matches_mmcv(case):
+    dets = torch.cat([case["boxes"], case["scores"][:, None]], 1)
+    groups = nms_match(dets, **case["kwargs"])
+    assert [g.tolist() for g in groups] == case["groups"]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "bbox_overlaps"], ids=_ids)
+def test_bbox_overlaps_matches_mmcv(case):
+    ious = bbox_overlaps(case["boxes"], case["boxes2"], **case["kwargs"])
+    torch.testing.assert_close(ious, case["ious"], rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_goldens_are_present():
+    assert len(CASES) > 40, "fixtures/golden/nms_family.pt is missing; see make_nms_golden.py"
+
+
+# --- the _ext ABI --------------------------------------------------------------------------
+
+
+def test_ext_adapters_follow_mmcv_signatures():
+    ext = ext_loader.load_ext("_ext", ["nms", "softnms", "nms_match", "bbox_overlaps"])
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert ext.nms(boxes, scores, iou_threshold=0.5, offset=0).tolist() == [0, 2]
+    dets = boxes.new_empty((3, 5))
+    inds = ext.softnms(boxes, scores, dets, iou_threshold=0.3, sigma=0.5, min_score=0.5, method=1, offset=0)
+    assert inds.tolist() == [0, 2]
+    assert dets[:2, 4].tolist() == pytest.approx([0.9, 0.7])
+    assert ext.nms_match(torch.cat([boxes, scores[:, None]], 1), iou_threshold=0.5) == [[0, 1], [2]]
+    ious = boxes.new_zeros((3, 3))
+    assert ext.bbox_overlaps(boxes, boxes, ious, mode=0, aligned=False, offset=0) is None
+    assert torch.allclose(ious.diagonal(), torch.ones(3))
+    aligned = boxes.new_zeros(3)
+    ext.bbox_overlaps(boxes, boxes.flip(0), aligned, mode=1, aligned=True, offset=0)
+    assert aligned.tolist() == [0.0, 1.0, 0.0]
+
+
+# --- edge cases ----------------------------------------------------------------------------
+
+
+def test_empty_inputs_give_empty_results_of_the_right_shape():
+    empty = torch.zeros((0, 4))
+    dets, inds = nms(empty, torch.zeros(0), 0.5)
+    assert dets.shape == (0, 5) and inds.shape == (0,) and inds.dtype == torch.long
+    dets, inds = soft_nms(empty, torch.zeros(0))
+    assert dets.shape == (0, 5) and inds.shape == (0,)
+    dets, keep = batched_nms(empty, torch.zeros(0), torch.zeros(0, dtype=torch.long), dict(iou_threshold=0.5))
+    assert dets.shape == (0, 5) and keep.shape == (0,)
+    assert nms_match(torch.zeros((0, 5)), 0.5) == []
+    assert bbox_overlaps(empty, torch.rand(3, 4)).shape == (0, 3)
+    assert bbox_overlaps(torch.rand(2, 4), empty).shape == (2, 0)
+    assert bbox_overlaps(empty, empty, aligned=True).shape == (0,)
+
+
+def test_numpy_in_numpy_out():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11]], dtype=np.float32)
+    scores = np.array([0.5, 0.9], dtype=np.float32)
+    dets, inds = nms(boxes, scores, 0.5)
+    assert isinstance(dets, np.ndarray) and isinstance(inds, np.ndarray)
+    assert inds.tolist() == [1] and dets.shape == (1, 5)
+    dets, inds = soft_nms(boxes, scores, 0.3, min_score=0.5)
+    assert isinstance(dets, np.ndarray) and inds.tolist() == [1]
+    groups = nms_match(np.concatenate([boxes, scores[:, None]], 1), 0.5)
+    assert [g.tolist() for g in groups] == [[1, 0]] and isinstance(groups[0], np.ndarray)
+
+
+def test_deprecated_iou_thr_keyword():
+    boxes, scores = torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([1.0])
+    with pytest.warns(DeprecationWarning):
+        _, inds = nms(boxes, scores, iou_thr=0.5)
+    assert inds.tolist() == [0]
+
+
+def test_half_and_double_inputs():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(200, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + 5 + torch.rand(200, 2, generator=g) * 20], 1)
+    scores = torch.rand(200, generator=g)
+    _, reference = nms(boxes, scores, 0.5)
+    _, double = nms(boxes.double(), scores.double(), 0.5)
+    assert torch.equal(double, reference)
+    dets, half = nms(boxes.half(), scores.half(), 0.5)
+    assert dets.dtype == torch.float16 and half.dtype == torch.long
+    assert len(set(half.tolist()) ^ set(reference.tolist())) <= 4  # rounding of fp16 boxes only
+
+
+def test_large_input_matches_sequential_greedy():
+    """The blocked algorithm equals the plain sequential definition across block boundaries."""
+    g = torch.Generator().manual_seed(1)
+    ctr = torch.rand(1500, 2, generator=g) * 300
+    boxes = torch.cat([ctr, ctr + 10 + torch.rand(1500, 2, generator=g) * 30], 1)
+    scores = torch.rand(1500, generator=g)
+    _, inds = nms(boxes, scores, 0.4)
+    order = scores.sort(descending=True)[1].tolist()
+    from mmcv_runtime.ops.bbox import pairwise_iou
+
+    beats = (pairwise_iou(boxes, boxes) > 0.4).numpy()
+    removed, expected = np.zeros(len(order), dtype=bool), []
+    for i in order:
+        if not removed[i]:
+            expected.append(i)
+            removed |= beats[i]
+    assert inds.tolist() == expected
+
+
+def test_batched_nms_offsets_separate_classes_and_accept_a_callable():
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    idxs = torch.tensor([0, 1, 0])
+    _, keep = batched_nms(boxes, scores, idxs, dict(iou_threshold=0.5))
+    assert keep.tolist() == [0, 1]
+    _, keep = batched_nms(boxes, scores, idxs, dict(iou_threshold=0.5), class_agnostic=True)
+    assert keep.tolist() == [0]
+    calls = []
+
+    def custom(b, s, **kwargs):
+        calls.append(kwargs)
+        return nms(b, s, **kwargs)
+
+    _, keep = batched_nms(boxes, scores, idxs, dict(type=custom, iou_threshold=0.5))
+    assert keep.tolist() == [0, 1] and calls == [dict(iou_threshold=0.5)]
+
+
+def test_nms_types_the_runtime_lacks_say_so():
+    boxes, scores, idxs = torch.rand(3, 5), torch.rand(3), torch.zeros(3, dtype=torch.long)
+    with pytest.raises(NotImplementedError, match="nms_rotated"):
+        batched_nms(boxes, scores, idxs, dict(type="nms_rotated", iou_threshold=0.5))
+    with pytest.raises(ValueError, match="nms_cfg type"):
+        batched_nms(boxes[:, :4], scores, idxs, dict(type="no_such_nms", iou_threshold=0.5))
+    with pytest.raises(NotImplementedError, match="nms_rotated"):
+        from mmcv_runtime.ops.nms import nms_rotated  # noqa: F401
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: nms(torch.rand(3, 5), torch.rand(3), 0.5), ValueError, r"nms: boxes must have shape \(N, 4\)"),
+    (lambda: nms(torch.rand(3, 4), torch.rand(2), 0.5), ValueError, "nms: scores must have shape"),
+    (lambda: nms(torch.ones(3, 4, dtype=torch.long), torch.rand(3), 0.5), TypeError, "nms: boxes must be a floating"),
+    (lambda: nms([[0, 0, 1, 1]], torch.rand(1), 0.5), TypeError, "nms: boxes must be a torch.Tensor or numpy"),
+    (lambda: nms(torch.rand(3, 4), torch.rand(3), 0.5, offset=2), ValueError, "nms: offset must be one of"),
+    (lambda: soft_nms(torch.rand(3, 4), torch.rand(3), method="cubic"), ValueError, "soft_nms: method"),
+    (lambda: batched_nms(torch.rand(3, 4), torch.rand(3), torch.zeros(2), {}), ValueError, "batched_nms: idxs"),
+    (lambda: nms_match(torch.rand(3, 4), 0.5), ValueError, r"nms_match: dets must have shape \(N, 5\)"),
+    (lambda: bbox_overlaps(torch.rand(3, 4), torch.rand(3, 4), mode="giou"), ValueError, "bbox_overlaps: mode"),
+    (lambda: bbox_overlaps(torch.rand(3, 4), torch.rand(2, 4), aligned=True), ValueError, "bbox_overlaps: aligned"),
+    (lambda: bbox_overlaps(torch.rand(3, 3), torch.rand(2, 4)), ValueError, "bbox_overlaps: bboxes1"),
+    (lambda: nms(torch.rand(3, 4), torch.rand(3, device="meta"), 0.5), ValueError, "one device"),
+])
+def test_bad_input_is_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -35,14 +35,14 @@ def test_nms_matches_mmcv(case):
 def test_soft_nms_matches_mmcv(case):
     dets, inds = soft_nms(case["boxes"], case["scores"], **case["kwargs"])
     assert torch.equal(inds, case["inds"])
-    torch.testing.assert_close(dets, case["dets"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dets, case["dets"], rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "batched_nms"], ids=_ids)
 def test_batched_nms_matches_mmcv(case):
     dets, keep = batched_nms(case["boxes"], case["scores"], case["idxs"], **case["kwargs"])
     assert torch.equal(keep, case["inds"])
-    torch.testing.assert_close(dets, case["dets"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dets, case["dets"], rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "nms_match"], ids=_ids)
@@ -199,3 +199,41 @@ def test_nms_types_the_runtime_lacks_say_so():
 def test_bad_input_is_named(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("kind", ["spread", "dense-cluster", "large-boxes", "zero-width", "huge-coordinates"])
+@pytest.mark.parametrize("threshold, offset, inclusive", [(0.0, 0, False), (0.5, 0, False), (0.3, 1, False),
+                                                          (0.5, 0, True), (0.0, 0, True)])
+def test_sparse_sweep_equals_dense_blocks(kind, threshold, offset, inclusive):
+    """The overlap sweep (fast path) and the dense blocks (any threshold) give the same greedy answer."""
+    import sys
+
+    core = sys.modules["mmcv_runtime.ops.nms"]
+    g = torch.Generator().manual_seed(hash(kind) % 1000)
+    n = 600
+    xy = torch.rand(n, 2, generator=g) * (50 if kind == "dense-cluster" else 800)
+    wh = torch.rand(n, 2, generator=g) * (400 if kind == "large-boxes" else 80)
+    boxes = torch.cat([xy, xy + wh], 1)
+    if kind == "zero-width":
+        boxes[: n // 3, 2] = boxes[: n // 3, 0]
+    if kind == "huge-coordinates":
+        boxes = boxes * 1e4 + 1e6
+    boxes = boxes[torch.rand(n, generator=g).sort(descending=True)[1]]
+    dense = core.greedy_keep(boxes, threshold, offset, inclusive)
+    if core._sparse_ok(threshold, inclusive):
+        sparse = core.resolve_greedy(n, *core.suppression_edges(boxes, threshold, offset, inclusive))
+        assert torch.equal(dense, sparse)
+    assert torch.equal(core.nms_keep(boxes, threshold, offset, inclusive), dense)
+
+
+def test_batched_nms_split_path_one_call_equals_the_class_loop():
+    """Above split_thr, one NMS over the class-offset boxes gives what mmcv's per-class loop gives."""
+    g = torch.Generator().manual_seed(4)
+    xy = torch.rand(3000, 2, generator=g) * 300
+    boxes = torch.cat([xy, xy + 5 + torch.rand(3000, 2, generator=g) * 40], 1)
+    scores = (torch.rand(3000, generator=g) * 20).round() / 20  # many ties
+    idxs = torch.randint(0, 30, (3000,), generator=g)
+    cfg = dict(iou_threshold=0.5, split_thr=100, max_num=500)
+    fast = batched_nms(boxes, scores, idxs, dict(cfg, type="nms"))
+    loop = batched_nms(boxes, scores, idxs, dict(cfg, type=lambda b, s, **k: nms(b, s, **k)))
+    assert torch.equal(fast[1], loop[1]) and torch.equal(fast[0], loop[0])

@@ -6,10 +6,11 @@ IoUs use the kernels' float arithmetic, ``nms`` suppresses at ``iou > iou_thresh
 ``nms_match`` at ``iou >= iou_threshold``. mmcv's CUDA ``nms`` tests ``inter > thr * union``
 instead, which differs only for IoUs exactly at the threshold.
 
-Speed: greedy NMS runs in blocks of the score order. Each block is first tested against every box
-kept so far (one batched IoU matrix), then resolved inside itself by a fixed-point iteration over
-its own suppression matrix, which converges to the sequential greedy answer in as many steps as the
-longest suppression chain in the block, instead of one step per box.
+Speed: with a threshold that only overlapping boxes can pass (the usual case), greedy NMS looks
+only at overlapping pairs: a sort-and-sweep on x lists the pairs whose x-ranges meet, the exact
+IoU is computed for those alone, and the greedy order is resolved on the resulting sparse
+suppression graph by a fixed-point iteration (as many steps as its longest suppression chain). Other
+thresholds use dense blocks of the score order, each tested against every box kept so far.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _suppressed_by(kept: Tensor, kept_areas: Tensor, block: Tensor, block_areas:
 
 
 def greedy_keep(boxes: Tensor, threshold: float, offset: int = 0, inclusive: bool = False) -> Tensor:
-    """(N,) bool keep mask of greedy NMS over (N, 4) boxes already in visiting order."""
+    """(N,) keep mask of greedy NMS over (N, 4) boxes in visiting order, by dense blocks (any threshold)."""
     n = boxes.size(0)
     keep = torch.zeros(n, dtype=torch.bool, device=boxes.device)
     if n == 0:
@@ -81,12 +82,126 @@ def greedy_keep(boxes: Tensor, threshold: float, offset: int = 0, inclusive: boo
     return keep
 
 
+_PAIR_CHUNK = 1 << 21  # candidate pairs examined at a time, to bound memory
+
+
+def _sparse_ok(threshold: float, inclusive: bool) -> bool:
+    """True when only boxes that overlap with positive area can pass the threshold."""
+    return threshold > 0 or (threshold == 0 and not inclusive)
+
+
+def _strip_height(boxes: Tensor, offset: int) -> Tensor:
+    """Height of the horizontal strips the sweep runs in: about two median box heights, and at
+    most ~sqrt(N)/2 strips, so that each box touches one or two strips and strips stay full."""
+    heights = (boxes[:, 3] - boxes[:, 1] + offset).clamp(min=0)
+    span = (boxes[:, 3].max() - boxes[:, 1].min()).clamp(min=1)
+    strips = max(1, int(boxes.size(0) ** 0.5 / 2))
+    return torch.maximum(2 * heights.median(), span / strips).clamp(min=1e-6)
+
+
+def suppression_edges(boxes: Tensor, threshold: float, offset: int = 0,
+                      inclusive: bool = False) -> Tuple[Tensor, Tensor]:
+    """``(src, dst)`` pairs, src < dst in visiting order, whose IoU passes the threshold.
+
+    Only pairs that can overlap are examined: boxes are cut into horizontal strips, and inside each
+    strip a sort on x1 plus a binary search for each box's right edge lists the boxes whose
+    x-ranges meet. A pair is examined in the strip holding the top of its intersection only. See
+    :func:`_sparse_ok` for when skipping the other pairs is exact.
+    """
+    n = boxes.size(0)
+    device = boxes.device
+    empty = torch.empty(0, dtype=torch.long, device=device)
+    finite = torch.isfinite(boxes).all(1)
+    if not bool(finite.all()):  # NaN/inf boxes never pass a threshold an overlap must pass
+        src, dst = suppression_edges(boxes[finite], threshold, offset, inclusive)
+        index = finite.nonzero().squeeze(1)
+        return index[src], index[dst]
+    if n < 2:
+        return empty, empty
+    x1, y1, x2, y2 = boxes.unbind(1)
+    areas = box_areas(boxes, offset)
+    strip = _strip_height(boxes, offset)
+    top = y1.min()
+    first_strip = ((y1 - top) / strip).floor().long()
+    last_strip = torch.maximum(((y2 + offset - top) / strip).floor().long(), first_strip)
+    span = last_strip - first_strip + 1
+    # one registration per (box, strip it touches)
+    reg_box = torch.repeat_interleave(torch.arange(n, device=device), span)
+    reg_strip = torch.repeat_interleave(first_strip, span)
+    reg_strip += torch.arange(reg_box.numel(), device=device) - torch.repeat_interleave(torch.cumsum(span, 0) - span, span)
+    x_sorted, by_x = x1.sort()
+    rank = torch.empty_like(by_x)
+    rank[by_x] = torch.arange(n, device=device)
+    key, order = (reg_strip * (n + 1) + rank[reg_box]).sort()
+    reg_box, reg_strip = reg_box[order], reg_strip[order]
+    right_edge = torch.searchsorted(x_sorted, (x2 + offset if offset else x2)[reg_box], right=False)
+    ends = torch.searchsorted(key, reg_strip * (n + 1) + right_edge, right=False)
+    counts = (ends - torch.arange(1, key.numel() + 1, device=device)).clamp_(min=0)
+    firsts = torch.cumsum(counts, 0) - counts
+    total = int(counts.sum())
+    src_parts, dst_parts = [], []
+    if total:
+        cuts = torch.searchsorted(firsts, torch.arange(0, total, _PAIR_CHUNK, device=device), right=True) - 1
+        bounds = cuts.tolist() + [key.numel()]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            if hi <= lo:
+                continue
+            c = counts[lo:hi]
+            left = torch.repeat_interleave(torch.arange(lo, hi, device=device), c)
+            right = torch.arange(int(firsts[lo]), int(firsts[lo]) + left.numel(), device=device)
+            right += torch.repeat_interleave(torch.arange(lo + 1, hi + 1, device=device) - firsts[lo:hi], c)
+            a, b, where = reg_box[left], reg_box[right], reg_strip[left]
+            upper = torch.maximum(y1[a], y1[b])
+            h = torch.minimum(y2[a], y2[b]) - upper
+            if offset:
+                h += offset
+            meet = ((h > 0) & (((upper - top) / strip).floor().long() == where)).nonzero().squeeze(1)
+            a, b, h = a[meet], b[meet], h[meet]
+            w = torch.minimum(x2[a], x2[b]) - torch.maximum(x1[a], x1[b])
+            if offset:
+                w += offset
+            inter = w.clamp_(min=0) * h
+            iou = inter / (areas[a] + areas[b] - inter)
+            passed = ((iou >= threshold) if inclusive else (iou > threshold)).nonzero().squeeze(1)
+            a, b = a[passed], b[passed]
+            src_parts.append(torch.minimum(a, b))
+            dst_parts.append(torch.maximum(a, b))
+    if not src_parts:
+        return empty, empty
+    return torch.cat(src_parts), torch.cat(dst_parts)
+
+
+def resolve_greedy(n: int, src: Tensor, dst: Tensor) -> Tensor:
+    """(n,) keep mask: keep[j] iff no kept i < j has an edge i -> j (the greedy answer).
+
+    Iterating ``keep = not any(kept source)`` from all-kept settles one more level of the
+    suppression graph per step, so it stops after (longest chain + 1) steps.
+    """
+    keep = torch.ones(n, dtype=torch.bool, device=src.device)
+    while src.numel():
+        suppressed = torch.zeros(n, dtype=torch.bool, device=src.device)
+        suppressed[dst[keep[src]]] = True
+        update = ~suppressed
+        if torch.equal(update, keep):
+            break
+        keep = update
+    return keep
+
+
+def nms_keep(boxes: Tensor, threshold: float, offset: int = 0, inclusive: bool = False) -> Tensor:
+    """(N,) keep mask of greedy NMS over (N, 4) boxes already in visiting order."""
+    if _sparse_ok(threshold, inclusive):
+        src, dst = suppression_edges(boxes, threshold, offset, inclusive)
+        return resolve_greedy(boxes.size(0), src, dst)
+    return greedy_keep(boxes, threshold, offset, inclusive)
+
+
 def nms_indices(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) -> Tensor:
     """Indices of the boxes NMS keeps, in descending score order (the ``_ext.nms`` contract)."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     order = scores.sort(0, descending=True)[1]
-    keep = greedy_keep(_compute_dtype(boxes[order, :4]).contiguous(), float(iou_threshold), offset)
+    keep = nms_keep(_compute_dtype(boxes[order, :4]).contiguous(), float(iou_threshold), offset)
     return order[keep]
 
 
@@ -98,6 +213,14 @@ def _compute_dtype(boxes: Tensor) -> Tensor:
 # --- soft-NMS ---------------------------------------------------------------------------------
 
 _SOFT_METHODS = {"naive": 0, "linear": 1, "gaussian": 2}
+
+
+def _first_max(window: Tensor) -> int:
+    """The kernel's scan ``if (max_score < sc[pos])`` from ``window[0]``: the first maximum,
+    NaN scores never win (every comparison with NaN is false), and a NaN in front stays put."""
+    if bool(torch.isnan(window[0])):
+        return 0
+    return int(torch.argmax(torch.nan_to_num(window, nan=float("-inf"))))
 
 
 def soft_nms_core(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float, min_score: float,
@@ -119,7 +242,7 @@ def soft_nms_core(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: fl
     for i in range(n):
         if i >= count:
             break
-        best = i + int(torch.argmax(score[i:count]))  # first maximum, as the kernel's strict '<'
+        best = i + _first_max(score[i:count])
         if best != i:
             for t in (box, score, area, index):
                 t[[i, best]] = t[[best, i]]
@@ -299,11 +422,20 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, nms_cfg: Optional[D
         max_num = cfg.pop("max_num", -1)
         total_mask = scores.new_zeros(scores.size(), dtype=torch.bool)
         scores_after_nms = scores.new_zeros(scores.size())
-        for cls in torch.unique(idxs):
-            mask = (idxs == cls).nonzero().view(-1)
-            dets, keep = nms_op(boxes_for_nms[mask], scores[mask], **cfg)
-            total_mask[mask[keep]] = True
-            scores_after_nms[mask[keep]] = dets[:, -1]
+        threshold = cfg.get("iou_threshold", cfg.get("iou_thr", 0))
+        if (nms_op is nms and not class_agnostic and boxes.size(-1) == 4 and float(threshold) >= 0
+                and bool((boxes >= 0).all())):
+            # The class offsets keep non-negative boxes of different classes from touching, and
+            # NMS only suppresses overlapping boxes, so one call gives every class's answer.
+            _, keep = nms(boxes_for_nms, scores, **cfg)
+            total_mask[keep] = True
+            scores_after_nms[keep] = scores[keep]
+        else:
+            for cls in torch.unique(idxs):
+                mask = (idxs == cls).nonzero().view(-1)
+                dets, keep = nms_op(boxes_for_nms[mask], scores[mask], **cfg)
+                total_mask[mask[keep]] = True
+                scores_after_nms[mask[keep]] = dets[:, -1]
         keep = total_mask.nonzero().view(-1)
         scores, inds = scores_after_nms[keep].sort(descending=True)
         keep = keep[inds]
@@ -317,21 +449,32 @@ def nms_match_groups(dets: Tensor, iou_threshold: float) -> List[List[int]]:
     """mmcv's ``_ext.nms_match``: per kept box (score order), ``[kept, suppressed...]`` indices."""
     if dets.size(0) == 0:
         return []
+    threshold = float(iou_threshold)
     order = dets[:, 4].sort(0, descending=True)[1]
     boxes = _compute_dtype(dets[order, :4]).contiguous()
-    keep = greedy_keep(boxes, float(iou_threshold), offset=0, inclusive=True)
-    kept = keep.nonzero().squeeze(1)
+    n = boxes.size(0)
+    if _sparse_ok(threshold, inclusive=True):
+        src, dst = suppression_edges(boxes, threshold, 0, inclusive=True)
+        keep = resolve_greedy(n, src, dst)
+        # A suppressed box belongs to the first kept box (in score order) that reaches the threshold.
+        by_kept = keep[src]
+        owner = torch.full((n,), n, dtype=torch.long, device=boxes.device)
+        owner.scatter_reduce_(0, dst[by_kept], src[by_kept], reduce="amin")
+    else:
+        keep = greedy_keep(boxes, threshold, offset=0, inclusive=True)
+        kept_positions = keep.nonzero().squeeze(1)
+        owner = torch.full((n,), n, dtype=torch.long, device=boxes.device)
+        dropped = (~keep).nonzero().squeeze(1)
+        for start in range(0, dropped.numel(), _KEPT_CHUNK):
+            part = dropped[start:start + _KEPT_CHUNK]
+            iou = pairwise_iou(boxes[kept_positions], boxes[part], 0)
+            owner[part] = kept_positions[(iou >= threshold).to(torch.int8).argmax(0)]
+    kept = keep.nonzero().squeeze(1).tolist()
+    groups = {position: [index] for position, index in zip(kept, order[keep].tolist())}
     dropped = (~keep).nonzero().squeeze(1)
-    # A suppressed box belongs to the first kept box (in score order) that reaches the threshold.
-    owners = [torch.empty(0, dtype=torch.long)]
-    for start in range(0, dropped.numel(), _KEPT_CHUNK):
-        iou = pairwise_iou(boxes[kept], boxes[dropped[start:start + _KEPT_CHUNK]], 0)
-        owners.append((iou >= iou_threshold).to(torch.int8).argmax(0).cpu())
-    owner = torch.cat(owners)
-    groups: List[List[int]] = [[i] for i in order[kept].tolist()]
-    for position, member in zip(owner.tolist(), order[dropped].tolist()):
+    for position, member in zip(owner[dropped].tolist(), order[dropped].tolist()):
         groups[position].append(member)
-    return groups
+    return [groups[position] for position in kept]
 
 
 def nms_match(dets: array_like_type, iou_threshold: float) -> List[array_like_type]:

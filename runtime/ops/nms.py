@@ -15,6 +15,8 @@ thresholds use dense blocks of the score order, each tested against every box ke
 
 from __future__ import annotations
 
+import heapq
+from array import array
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -103,21 +105,33 @@ def suppression_edges(boxes: Tensor, threshold: float, offset: int = 0,
                       inclusive: bool = False) -> Tuple[Tensor, Tensor]:
     """``(src, dst)`` pairs, src < dst in visiting order, whose IoU passes the threshold.
 
-    Only pairs that can overlap are examined: boxes are cut into horizontal strips, and inside each
-    strip a sort on x1 plus a binary search for each box's right edge lists the boxes whose
-    x-ranges meet. A pair is examined in the strip holding the top of its intersection only. See
-    :func:`_sparse_ok` for when skipping the other pairs is exact.
+    Only overlapping pairs are examined (:func:`overlapping_pairs`); see :func:`_sparse_ok` for
+    when skipping the others is exact.
+    """
+    a, b, iou = overlapping_pairs(boxes, offset)
+    passed = ((iou >= threshold) if inclusive else (iou > threshold)).nonzero().squeeze(1)
+    a, b = a[passed], b[passed]
+    return torch.minimum(a, b), torch.maximum(a, b)
+
+
+def overlapping_pairs(boxes: Tensor, offset: int = 0) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(a, b, iou)`` for every pair of boxes whose intersection has a positive height, IoU in the
+    kernels' arithmetic.
+
+    Boxes are cut into horizontal strips, and inside each strip a sort on x1 plus a binary search
+    for each box's right edge lists the boxes whose x-ranges meet; a pair is examined in the strip
+    holding the top of its intersection only. Boxes with a NaN or infinite coordinate are left out.
     """
     n = boxes.size(0)
     device = boxes.device
     empty = torch.empty(0, dtype=torch.long, device=device)
     finite = torch.isfinite(boxes).all(1)
     if not bool(finite.all()):  # NaN/inf boxes never pass a threshold an overlap must pass
-        src, dst = suppression_edges(boxes[finite], threshold, offset, inclusive)
+        a, b, iou = overlapping_pairs(boxes[finite], offset)
         index = finite.nonzero().squeeze(1)
-        return index[src], index[dst]
+        return index[a], index[b], iou
     if n < 2:
-        return empty, empty
+        return empty, empty, boxes.new_empty(0)
     x1, y1, x2, y2 = boxes.unbind(1)
     areas = box_areas(boxes, offset)
     strip = _strip_height(boxes, offset)
@@ -139,7 +153,7 @@ def suppression_edges(boxes: Tensor, threshold: float, offset: int = 0,
     counts = (ends - torch.arange(1, key.numel() + 1, device=device)).clamp_(min=0)
     firsts = torch.cumsum(counts, 0) - counts
     total = int(counts.sum())
-    src_parts, dst_parts = [], []
+    a_parts, b_parts, iou_parts = [], [], []
     if total:
         cuts = torch.searchsorted(firsts, torch.arange(0, total, _PAIR_CHUNK, device=device), right=True) - 1
         bounds = cuts.tolist() + [key.numel()]
@@ -161,14 +175,12 @@ def suppression_edges(boxes: Tensor, threshold: float, offset: int = 0,
             if offset:
                 w += offset
             inter = w.clamp_(min=0) * h
-            iou = inter / (areas[a] + areas[b] - inter)
-            passed = ((iou >= threshold) if inclusive else (iou > threshold)).nonzero().squeeze(1)
-            a, b = a[passed], b[passed]
-            src_parts.append(torch.minimum(a, b))
-            dst_parts.append(torch.maximum(a, b))
-    if not src_parts:
-        return empty, empty
-    return torch.cat(src_parts), torch.cat(dst_parts)
+            a_parts.append(a)
+            b_parts.append(b)
+            iou_parts.append(inter / (areas[a] + areas[b] - inter))
+    if not a_parts:
+        return empty, empty, boxes.new_empty(0)
+    return torch.cat(a_parts), torch.cat(b_parts), torch.cat(iou_parts)
 
 
 def resolve_greedy(n: int, src: Tensor, dst: Tensor) -> Tensor:
@@ -225,7 +237,109 @@ def _first_max(window: Tensor) -> int:
 
 def soft_nms_core(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float, min_score: float,
                   method: int, offset: int) -> Tuple[Tensor, Tensor]:
-    """``(dets (K, 5), inds (K,))`` of soft-NMS, reproducing mmcv's CPU kernel step for step.
+    """``(dets (K, 5), inds (K,))`` of soft-NMS, exactly as mmcv's CPU kernel computes them."""
+    fast = _soft_nms_sparse(boxes, scores, iou_threshold, sigma, min_score, method, offset)
+    if fast is not None:
+        return fast
+    return _soft_nms_dense(boxes, scores, iou_threshold, sigma, min_score, method, offset)
+
+
+def _soft_nms_sparse(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float, min_score: float,
+                     method: int, offset: int) -> Optional[Tuple[Tensor, Tensor]]:
+    """The kernel's loop replayed on the overlapping pairs only; None where that is not exact.
+
+    For boxes of positive area an IoU of 0 gives weight exactly 1 (gaussian and linear; naive with
+    a positive threshold), so a pick changes only the scores of boxes it overlaps. The kernel's
+    working order (swap the pick to the front, fill dropped slots from the back) decides ties, so
+    it is kept as positions, and the next pick is the heap's first ``(highest score, lowest
+    position)`` entry that is still current.
+    """
+    if method == 0 and not iou_threshold > 0:
+        return None
+    work = _compute_dtype(boxes[:, :4]).detach().cpu()
+    score = scores.detach().cpu().to(work.dtype)
+    n = work.size(0)
+    if (n < 2 or not bool(torch.isfinite(work).all()) or not bool(torch.isfinite(score).all())
+            or not bool((box_areas(work, offset) > 0).all())):
+        return None
+    a, b, ovr = overlapping_pairs(work, offset)
+    if method == 0:
+        weight = (~(ovr >= iou_threshold)).to(ovr.dtype)
+    elif method == 1:
+        weight = torch.where(ovr >= iou_threshold, 1 - ovr, torch.ones_like(ovr))
+    else:
+        weight = torch.exp(-(ovr * ovr) / sigma)
+    moved = weight != 1
+    neighbours = [[] for _ in range(n)]
+    for i, j, w in zip(a[moved].tolist(), b[moved].tolist(), weight[moved].tolist()):
+        neighbours[i].append((j, w))
+        neighbours[j].append((i, w))
+    # array('f') stores every value rounded to float32, as the kernel's ``float`` scores are (the
+    # product of two float32 values is exact in a Python float, so rounding it once is exact too).
+    typecode = "d" if work.dtype == torch.float64 else "f"
+    sc = array(typecode, score.tolist())
+    floor = array(typecode, [min_score])[0]
+    return _replay_soft_nms(work, sc, neighbours, floor, boxes)
+
+
+def _replay_soft_nms(work: Tensor, sc, neighbours, min_score: float, boxes: Tensor) -> Tuple[Tensor, Tensor]:
+    n = len(sc)
+    arr = list(range(n))  # working order: arr[position] = box
+    where = list(range(n))  # where[box] = position
+    alive = [True] * n
+    heap = [(-sc[k], k, k) for k in range(n)]
+    heapq.heapify(heap)
+    picked, picked_scores = [], []
+    count, i = n, 0
+    pop, push = heapq.heappop, heapq.heappush
+    while i < count:
+        while True:  # the first current entry: highest score, then lowest position
+            neg, position, box = pop(heap)
+            if alive[box] and where[box] == position and -neg == sc[box]:
+                break
+        if position != i:  # swap the pick to the front of the working order
+            other = arr[i]
+            arr[i], arr[position] = box, other
+            where[box], where[other] = i, position
+            push(heap, (-sc[other], position, other))
+        alive[box] = False
+        picked.append(box)
+        picked_scores.append(sc[box])
+        touched = []
+        for other, weight in neighbours[box]:
+            if alive[other]:
+                sc[other] = sc[other] * weight
+                touched.append(other)
+        if i == 0:  # the first pass checks every box against min_score
+            dropped = [arr[p] for p in range(1, count) if sc[arr[p]] < min_score]
+        else:
+            dropped = [other for other in touched if sc[other] < min_score]
+        if dropped:
+            dropped_positions = sorted(where[d] for d in dropped)
+            limit = count - len(dropped_positions)
+            gone = set(dropped_positions)
+            holes = [p for p in dropped_positions if p < limit]
+            back = [p for p in range(count - 1, limit - 1, -1) if p not in gone]
+            for d in dropped:
+                alive[d] = False
+            for hole, source in zip(holes, back):  # fill the front slots from the back, last first
+                mover = arr[source]
+                arr[hole] = mover
+                where[mover] = hole
+                touched.append(mover)
+            count = limit
+        for other in touched:
+            if alive[other]:
+                push(heap, (-sc[other], where[other], other))
+        i += 1
+    index = torch.tensor(picked, dtype=torch.long)
+    dets = torch.cat([work[index], torch.tensor(picked_scores, dtype=work.dtype)[:, None]], 1)
+    return dets.to(device=boxes.device, dtype=boxes.dtype), index.to(boxes.device)
+
+
+def _soft_nms_dense(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float, min_score: float,
+                    method: int, offset: int) -> Tuple[Tensor, Tensor]:
+    """Soft-NMS reproducing mmcv's CPU kernel step for step (any input, also degenerate boxes).
 
     The kernel picks the highest remaining score (the first one in its working order), decays the
     others by their overlap with it, and drops a box falling under ``min_score`` by moving the last

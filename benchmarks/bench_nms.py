@@ -66,9 +66,19 @@ def cases() -> List[Dict]:
     b3, _ = boxes_and_scores(2000, 17)
     out.append(dict(name="bbox_overlaps 2000x2000", runtime=lambda: rt.bbox_overlaps(b2, b3),
                     mmcv=(lambda: mm.bbox_overlaps(b2, b3)) if mm else None, naive=None))
-    for name in ("nms_rotated 2k boxes", "box_iou_rotated 1000x1000"):
-        out.append(dict(name=name, runtime=None, mmcv=None, naive=None))
+    r1, r2 = rotated_boxes(2000, 19), rotated_boxes(2000, 23)
+    rs = torch.rand(2000, generator=torch.Generator().manual_seed(29))
+    out.append(dict(name="nms_rotated 2k boxes", runtime=lambda: rt.nms_rotated(r1, rs, 0.5),
+                    mmcv=(lambda: mm.nms_rotated(r1, rs, 0.5)) if mm else None, naive=None))
+    out.append(dict(name="box_iou_rotated 1000x1000", runtime=lambda: rt.box_iou_rotated(r1[:1000], r2[:1000]),
+                    mmcv=(lambda: mm.box_iou_rotated(r1[:1000], r2[:1000])) if mm else None, naive=None))
     return out
+
+
+def rotated_boxes(n: int, seed: int, scale: float = 800.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.rand(n, 2, generator=g) * scale, 8 + torch.rand(n, 2, generator=g) * 80,
+                      (torch.rand(n, 1, generator=g) - 0.5) * 3.1416], 1)
 
 
 def measure(fn: Optional[Callable], repeat: int, store: List[float]) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mmcv_runtime import ext_loader
-from mmcv_runtime.ops import batched_nms, bbox_overlaps, nms, nms_match, soft_nms
+from mmcv_runtime.ops import batched_nms, bbox_overlaps, box_iou_rotated, nms, nms_match, nms_rotated, soft_nms
 
 GOLDEN = Path(__file__).resolve().parent.parent / "fixtures" / "golden" / "nms_family.pt"
 CASES = torch.load(GOLDEN, weights_only=False)["cases"] if GOLDEN.exists() else []
@@ -56,6 +56,19 @@ def test_nms_match_matches_mmcv(case):
 def test_bbox_overlaps_matches_mmcv(case):
     ious = bbox_overlaps(case["boxes"], case["boxes2"], **case["kwargs"])
     torch.testing.assert_close(ious, case["ious"], rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "box_iou_rotated"], ids=_ids)
+def test_box_iou_rotated_matches_mmcv(case):
+    ious = box_iou_rotated(case["boxes"], case["boxes2"], **case["kwargs"])
+    torch.testing.assert_close(ious, case["ious"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "nms_rotated"], ids=_ids)
+def test_nms_rotated_matches_mmcv(case):
+    dets, keep = nms_rotated(case["boxes"], case["scores"], **case["kwargs"])
+    assert torch.equal(keep, case["inds"])
+    torch.testing.assert_close(dets, case["dets"], rtol=0, atol=0)
 
 
 def test_goldens_are_present():
@@ -170,13 +183,13 @@ def test_batched_nms_offsets_separate_classes_and_accept_a_callable():
 
 
 def test_nms_types_the_runtime_lacks_say_so():
-    boxes, scores, idxs = torch.rand(3, 5), torch.rand(3), torch.zeros(3, dtype=torch.long)
-    with pytest.raises(NotImplementedError, match="nms_rotated"):
-        batched_nms(boxes, scores, idxs, dict(type="nms_rotated", iou_threshold=0.5))
+    boxes, scores, idxs = torch.rand(3, 8), torch.rand(3), torch.zeros(3, dtype=torch.long)
+    with pytest.raises(NotImplementedError, match="nms_quadri"):
+        batched_nms(boxes[:, :4], scores, idxs, dict(type="nms_quadri", iou_threshold=0.5))
     with pytest.raises(ValueError, match="nms_cfg type"):
         batched_nms(boxes[:, :4], scores, idxs, dict(type="no_such_nms", iou_threshold=0.5))
-    with pytest.raises(NotImplementedError, match="nms_rotated"):
-        from mmcv_runtime.ops.nms import nms_rotated  # noqa: F401
+    with pytest.raises(NotImplementedError, match="nms_quadri"):
+        from mmcv_runtime.ops.nms import nms_quadri  # noqa: F401
 
 
 # --- bad input ----------------------------------------------------------------------------
@@ -257,3 +270,60 @@ def test_soft_nms_sparse_replay_equals_the_kernel_loop_with_ties(method, seed):
     slow = core._soft_nms_dense(boxes, scores, *args)
     assert torch.equal(fast[1], slow[1])
     torch.testing.assert_close(fast[0], slow[0], rtol=2e-7, atol=0)
+
+
+# --- rotated boxes -----------------------------------------------------------------------
+
+
+def test_rotated_edge_cases_labels_and_abi():
+    assert nms_rotated(torch.zeros((0, 5)), torch.zeros(0), 0.5)[1] is None  # mmcv's empty result
+    assert box_iou_rotated(torch.zeros((0, 5)), torch.rand(3, 5)).shape == (0, 3)
+    assert box_iou_rotated(torch.zeros((0, 5)), torch.zeros((0, 5)), aligned=True).shape == (0,)
+    box = torch.tensor([[10.0, 10, 8, 4, 0.3]])
+    assert box_iou_rotated(box, box).item() == pytest.approx(1.0, abs=1e-6)
+    dets = torch.cat([box, box, box + torch.tensor([100.0, 0, 0, 0, 0])])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    _, keep = nms_rotated(dets, scores, 0.5)
+    assert keep.tolist() == [0, 2]
+    _, keep = nms_rotated(dets, scores, 0.5, labels=torch.tensor([0, 1, 0]))
+    assert keep.tolist() == [0, 1, 2]  # different labels never suppress each other
+    ext = ext_loader.load_ext("_ext", ["nms_rotated", "box_iou_rotated"])
+    order = scores.sort(descending=True)[1]
+    keep = ext.nms_rotated(dets, scores, order, dets[order], torch.empty(0, dtype=torch.int), 0.5, 0)
+    assert keep.tolist() == [0, 2]
+    ious = dets.new_zeros(9)
+    ext.box_iou_rotated(dets, dets, ious, mode_flag=0, aligned=False)
+    assert ious.view(3, 3).diagonal().tolist() == pytest.approx([1, 1, 1], abs=1e-6)
+    # batched_nms accepts the rotated type by name
+    _, keep = batched_nms(dets, scores, torch.tensor([0, 0, 1]), dict(type="nms_rotated", iou_threshold=0.5))
+    assert keep.tolist() == [0, 2]
+
+
+def test_rotated_nms_any_threshold_matches_all_pairs():
+    """The circle-overlap pruning changes nothing: compare with IoUs of every pair."""
+    g = torch.Generator().manual_seed(8)
+    boxes = torch.cat([torch.rand(200, 2, generator=g) * 80, 4 + torch.rand(200, 2, generator=g) * 20,
+                       torch.rand(200, 1, generator=g) * 3], 1)
+    scores = torch.rand(200, generator=g)
+    full = box_iou_rotated(boxes, boxes)
+    order = scores.sort(descending=True)[1].tolist()
+    for threshold in (0.0, 0.2, 0.6):
+        removed, expected = set(), []
+        for i in order:
+            if i in removed:
+                continue
+            expected.append(i)
+            removed.update(j for j in order if j != i and full[i, j] >= threshold)
+        assert nms_rotated(boxes, scores, threshold)[1].tolist() == expected
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: box_iou_rotated(torch.rand(3, 4), torch.rand(3, 5)), ValueError, r"box_iou_rotated: bboxes1 must have shape \(N, 5\)"),
+    (lambda: box_iou_rotated(torch.rand(3, 5), torch.rand(2, 5), aligned=True), ValueError, "aligned"),
+    (lambda: box_iou_rotated(torch.rand(3, 5), torch.rand(3, 5), mode="giou"), ValueError, "mode"),
+    (lambda: nms_rotated(torch.rand(3, 4), torch.rand(3), 0.5), ValueError, r"nms_rotated: dets must have shape \(N, 5\)"),
+    (lambda: nms_rotated(torch.rand(3, 5), torch.rand(3), 0.5, labels=torch.zeros(2)), ValueError, "labels"),
+])
+def test_rotated_bad_input_is_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -6,9 +6,9 @@ from typing import List
 
 from torch import Tensor
 
-from mmcv_runtime.ops.nms import nms_indices, nms_match_groups, soft_nms_core
+from mmcv_runtime.ops.nms import nms_indices, nms_match_groups, rotated_nms_indices, soft_nms_core
 
-__all__ = ["nms", "softnms", "nms_match"]
+__all__ = ["nms", "softnms", "nms_match", "nms_rotated"]
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int) -> Tensor:
@@ -28,3 +28,12 @@ def softnms(boxes: Tensor, scores: Tensor, dets: Tensor, iou_threshold: float, s
 def nms_match(dets: Tensor, iou_threshold: float) -> List[List[int]]:
     """Per kept box (score order): ``[kept, suppressed...]`` indices."""
     return nms_match_groups(dets, float(iou_threshold))
+
+
+def nms_rotated(dets: Tensor, scores: Tensor, order: Tensor, dets_sorted: Tensor, labels: Tensor,
+                iou_threshold: float, multi_label: int) -> Tensor:
+    """Kept indices of rotated NMS in score order (``order``/``dets_sorted`` are recomputed)."""
+    label_column = None
+    if multi_label:
+        label_column = labels if labels.numel() == dets.size(0) else dets[:, 5]
+    return rotated_nms_indices(dets[:, :5], scores, float(iou_threshold), label_column)

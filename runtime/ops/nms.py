@@ -481,10 +481,10 @@ def soft_nms(boxes: array_like_type, scores: array_like_type, iou_threshold: flo
 
 # Names an nms_cfg's ``type`` may take (mmcv evaluates the string in its nms module).
 def _nms_type(name: str) -> Callable:
-    known: Dict[str, Callable] = {"nms": nms, "soft_nms": soft_nms}
+    known: Dict[str, Callable] = {"nms": nms, "soft_nms": soft_nms, "nms_rotated": nms_rotated}
     if name in known:
         return known[name]
-    if name in ("nms_rotated", "nms_quadri"):
+    if name == "nms_quadri":
         raise NotImplementedError(f"mmcv_runtime does not implement mmcv.ops.{name} yet; "
                                   "`mmcv-migrate ops` lists what it covers")
     raise ValueError(f"batched_nms: nms_cfg type must be 'nms', 'soft_nms', 'nms_rotated', 'nms_quadri' "
@@ -615,8 +615,60 @@ def nms_match(dets: array_like_type, iou_threshold: float) -> List[array_like_ty
     return [tensor.new_tensor(m, dtype=torch.long) for m in matched]
 
 
+def rotated_nms_indices(dets: Tensor, scores: Tensor, iou_threshold: float,
+                        labels: Optional[Tensor] = None) -> Tensor:
+    """Kept indices of rotated NMS (suppress at IoU >= threshold, within a label), score order."""
+    from .box_iou_rotated import paired_iou_rotated, _radius
+
+    if dets.size(0) == 0:
+        return torch.empty(0, dtype=torch.long, device=dets.device)
+    order = scores.sort(0, descending=True)[1]
+    boxes = _compute_dtype(dets[order, :5]).contiguous()
+    n = boxes.size(0)
+    threshold = float(iou_threshold)
+    if threshold > 0:
+        # only boxes whose circumscribed circles meet can overlap: find those pairs with the
+        # axis-aligned sweep over the circles' bounding squares
+        r = _radius(boxes) * (1 + 1e-4) + 1e-6
+        squares = torch.stack([boxes[:, 0] - r, boxes[:, 1] - r, boxes[:, 0] + r, boxes[:, 1] + r], 1)
+        a, b, square_iou = overlapping_pairs(squares)
+        meet = (square_iou > 0).nonzero().squeeze(1)
+        src, dst = torch.minimum(a[meet], b[meet]), torch.maximum(a[meet], b[meet])
+    else:
+        src, dst = torch.triu_indices(n, n, 1, device=boxes.device)
+    if labels is not None:
+        sorted_labels = labels[order]
+        same = (sorted_labels[src] == sorted_labels[dst]).nonzero().squeeze(1)
+        src, dst = src[same], dst[same]
+    passed = (paired_iou_rotated(boxes[src], boxes[dst]) >= threshold).nonzero().squeeze(1)
+    return order[resolve_greedy(n, src[passed], dst[passed])]
+
+
+def nms_rotated(dets: Tensor, scores: Tensor, iou_threshold: float, labels: Optional[Tensor] = None,
+                clockwise: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
+    """NMS of rotated boxes ``(x_ctr, y_ctr, w, h, angle)``: ``(dets (K, 6), keep (K,))`` by score.
+
+    A box is dropped when its IoU with a kept, higher-scored box reaches ``iou_threshold``; with
+    ``labels`` only boxes of the same label suppress each other (mmcv's CUDA kernel; its CPU kernel
+    ignores labels). Empty input returns ``(dets, None)``, as mmcv does.
+    """
+    op = "nms_rotated"
+    if not isinstance(dets, Tensor) or not isinstance(scores, Tensor):
+        raise TypeError(f"{op}: dets and scores must be torch.Tensors")
+    if dets.shape[0] == 0:
+        return dets, None
+    check_boxes(op, "dets", dets, 5)
+    check_scores(op, "scores", scores, dets.size(0))
+    check_same_device(op, dets=dets, scores=scores, labels=labels)
+    if labels is not None and (labels.dim() != 1 or labels.size(0) != dets.size(0)):
+        raise ValueError(f"{op}: labels must have shape ({dets.size(0)},), got {tuple(labels.shape)}")
+    boxes = dets if clockwise else dets * dets.new_tensor([1, 1, 1, 1, -1])
+    keep = rotated_nms_indices(boxes, scores, iou_threshold, labels)
+    return torch.cat((dets[keep], scores[keep].reshape(-1, 1)), dim=1), keep
+
+
 def __getattr__(name: str):
-    if name in ("nms_rotated", "nms_quadri"):
+    if name == "nms_quadri":
         raise NotImplementedError(f"mmcv_runtime does not implement mmcv.ops.{name} yet; "
                                   "`mmcv-migrate ops` lists what it covers")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -624,8 +676,9 @@ def __getattr__(name: str):
 
 registry.register(registry.OpEntry(
     op="nms",
-    names=("NMSop", "SoftNMSop", "array_like_type", "batched_nms", "nms", "nms_match", "soft_nms"),
-    ext_functions=("nms", "nms_match", "softnms"),
+    names=("NMSop", "SoftNMSop", "array_like_type", "batched_nms", "nms", "nms_match", "nms_rotated",
+           "soft_nms"),
+    ext_functions=("nms", "nms_match", "nms_rotated", "softnms"),
     backward="n/a",
     devices=("any",),
 ))

@@ -72,6 +72,13 @@ def cases() -> List[Dict]:
                     mmcv=(lambda: mm.nms_rotated(r1, rs, 0.5)) if mm else None, naive=None))
     out.append(dict(name="box_iou_rotated 1000x1000", runtime=lambda: rt.box_iou_rotated(r1[:1000], r2[:1000]),
                     mmcv=(lambda: mm.box_iou_rotated(r1[:1000], r2[:1000])) if mm else None, naive=None))
+    jitter = torch.Generator().manual_seed(31)
+    q1 = torch.cat([r1[:1000, :2] + torch.randn(1000, 2, generator=jitter) * 10 for _ in range(4)], 1)
+    q2 = torch.cat([r2[:1000, :2] + torch.randn(1000, 2, generator=jitter) * 10 for _ in range(4)], 1)
+    out.append(dict(name="box_iou_quadri 1000x1000", runtime=lambda: rt.box_iou_quadri(q1, q2),
+                    mmcv=(lambda: mm.box_iou_quadri(q1, q2)) if mm else None, naive=None))
+    out.append(dict(name="nms_quadri 1000 quadrilaterals", runtime=lambda: rt.nms_quadri(q1, rs[:1000], 0.5),
+                    mmcv=(lambda: mm.nms_quadri(q1, rs[:1000], 0.5)) if mm else None, naive=None))
     return out
 
 

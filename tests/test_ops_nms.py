@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from mmcv_runtime import ext_loader
-from mmcv_runtime.ops import batched_nms, bbox_overlaps, box_iou_rotated, nms, nms_match, nms_rotated, soft_nms
+from mmcv_runtime.ops import (batched_nms, bbox_overlaps, box_iou_quadri, box_iou_rotated, nms, nms_match,
+                              nms_quadri, nms_rotated, soft_nms)
 
 GOLDEN = Path(__file__).resolve().parent.parent / "fixtures" / "golden" / "nms_family.pt"
 CASES = torch.load(GOLDEN, weights_only=False)["cases"] if GOLDEN.exists() else []
@@ -67,6 +68,19 @@ def test_box_iou_rotated_matches_mmcv(case):
 @pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "nms_rotated"], ids=_ids)
 def test_nms_rotated_matches_mmcv(case):
     dets, keep = nms_rotated(case["boxes"], case["scores"], **case["kwargs"])
+    assert torch.equal(keep, case["inds"])
+    torch.testing.assert_close(dets, case["dets"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "box_iou_quadri"], ids=_ids)
+def test_box_iou_quadri_matches_mmcv(case):
+    ious = box_iou_quadri(case["boxes"], case["boxes2"], **case["kwargs"])
+    torch.testing.assert_close(ious, case["ious"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["op"] == "nms_quadri"], ids=_ids)
+def test_nms_quadri_matches_mmcv(case):
+    dets, keep = nms_quadri(case["boxes"], case["scores"], **case["kwargs"])
     assert torch.equal(keep, case["inds"])
     torch.testing.assert_close(dets, case["dets"], rtol=0, atol=0)
 
@@ -182,14 +196,10 @@ def test_batched_nms_offsets_separate_classes_and_accept_a_callable():
     assert keep.tolist() == [0, 1] and calls == [dict(iou_threshold=0.5)]
 
 
-def test_nms_types_the_runtime_lacks_say_so():
-    boxes, scores, idxs = torch.rand(3, 8), torch.rand(3), torch.zeros(3, dtype=torch.long)
-    with pytest.raises(NotImplementedError, match="nms_quadri"):
-        batched_nms(boxes[:, :4], scores, idxs, dict(type="nms_quadri", iou_threshold=0.5))
+def test_unknown_nms_types_are_named():
+    boxes, scores, idxs = torch.rand(3, 4), torch.rand(3), torch.zeros(3, dtype=torch.long)
     with pytest.raises(ValueError, match="nms_cfg type"):
-        batched_nms(boxes[:, :4], scores, idxs, dict(type="no_such_nms", iou_threshold=0.5))
-    with pytest.raises(NotImplementedError, match="nms_quadri"):
-        from mmcv_runtime.ops.nms import nms_quadri  # noqa: F401
+        batched_nms(boxes, scores, idxs, dict(type="no_such_nms", iou_threshold=0.5))
 
 
 # --- bad input ----------------------------------------------------------------------------

@@ -6,9 +6,10 @@ from typing import List
 
 from torch import Tensor
 
-from mmcv_runtime.ops.nms import nms_indices, nms_match_groups, rotated_nms_indices, soft_nms_core
+from mmcv_runtime.ops.nms import (nms_indices, nms_match_groups, quadri_nms_indices, rotated_nms_indices,
+                                    soft_nms_core)
 
-__all__ = ["nms", "softnms", "nms_match", "nms_rotated"]
+__all__ = ["nms", "softnms", "nms_match", "nms_rotated", "nms_quadri"]
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int) -> Tensor:
@@ -37,3 +38,10 @@ def nms_rotated(dets: Tensor, scores: Tensor, order: Tensor, dets_sorted: Tensor
     if multi_label:
         label_column = labels if labels.numel() == dets.size(0) else dets[:, 5]
     return rotated_nms_indices(dets[:, :5], scores, float(iou_threshold), label_column)
+
+
+def nms_quadri(dets: Tensor, scores: Tensor, order: Tensor, dets_sorted: Tensor, iou_threshold: float,
+               multi_label: int) -> Tensor:
+    """Kept indices of quadrilateral NMS in score order (labels, if any, in ``dets[:, 8]``)."""
+    label_column = dets[:, 8] if multi_label and dets.size(1) > 8 else None
+    return quadri_nms_indices(dets[:, :8], scores, float(iou_threshold), label_column)

@@ -27,7 +27,7 @@ import importlib as _importlib
 from .. import registry as _registry
 
 #: Implemented op modules, by mmcv.ops submodule name, e.g. ("nms", "roi_align"). Keep sorted.
-_OP_MODULES: tuple[str, ...] = ("bbox", "box_iou_rotated", "nms")
+_OP_MODULES: tuple[str, ...] = ("bbox", "box_iou_quadri", "box_iou_rotated", "nms")
 
 _HINT = "`mmcv-migrate ops` lists what it covers"
 

@@ -71,17 +71,43 @@ def polygon_intersection_area(x1: Tensor, y1: Tensor, x2: Tensor, y2: Tensor) ->
     py = torch.cat([(a1y + d1y * t1).flatten(1), y1, y2], 1)
     valid = torch.cat([hit.flatten(1), _inside(x1, y1, x2, y2), _inside(x2, y2, x1, y1)], 1)
     count = valid.sum(1)
-    # Invalid points become copies of the first valid one: same angle, zero area added.
-    first = valid.to(torch.int8).argmax(1, keepdim=True)
-    px = torch.where(valid, px, px.gather(1, first))
-    py = torch.where(valid, py, py.gather(1, first))
+    return _hull_area(px, py, valid, count)
+
+
+def _hull_area(px: Tensor, py: Tensor, valid: Tensor, count: Tensor) -> Tensor:
+    """(P,) area of the convex hull of the valid points of each row (0 for 2 points or fewer).
+
+    The points are sorted by angle around their centroid (a star-shaped polygon); vertices where
+    that polygon turns clockwise are never hull vertices, so they are dropped until none is left.
+    Turns smaller than 1e-6 of the polygon's squared size count as straight, so near-duplicate
+    points (the same corner found twice) never drop each other.
+    """
+    rows, width = px.shape
     weight = valid.to(px.dtype)
     cx = (px * weight).sum(1, keepdim=True) / count.clamp(min=1)[:, None]
     cy = (py * weight).sum(1, keepdim=True) / count.clamp(min=1)[:, None]
-    order = torch.atan2(py - cy, px - cx).argsort(1)
-    px, py = px.gather(1, order), py.gather(1, order)
-    dx, dy = px[:, 1:] - px[:, :1], py[:, 1:] - py[:, :1]
-    area = _cross(dx[:, :-1], dy[:, :-1], dx[:, 1:], dy[:, 1:]).abs().sum(1) / 2
+    angle = torch.atan2(py - cy, px - cx).masked_fill(~valid, float("inf"))
+    # turns are judged against the polygon's size: a near-duplicate point's turn is negligible
+    scale = (((px - cx) ** 2 + (py - cy) ** 2) * weight).amax(1, keepdim=True)
+    order = angle.argsort(1)  # valid points first, by angle; invalid ones (angle inf) last
+    px, py, alive = px.gather(1, order), py.gather(1, order), valid.gather(1, order)
+    index = torch.arange(width, device=px.device).expand(rows, width)
+    for _ in range(width):
+        # alive points are the first ``live`` slots of each row: neighbours are index arithmetic
+        live = alive.sum(1, keepdim=True)
+        before = torch.where(index == 0, live - 1, index - 1).clamp(min=0)
+        after = torch.where(index + 1 >= live, torch.zeros_like(index), index + 1)
+        ax, ay = px - px.gather(1, before), py - py.gather(1, before)
+        bx, by = px.gather(1, after) - px, py.gather(1, after) - py
+        reflex = alive & (_cross(ax, ay, bx, by) < -1e-6 * scale)
+        if not bool(reflex.any()):
+            break
+        alive = alive & ~reflex
+        keep_first = (~alive).to(torch.int8).argsort(dim=1, stable=True)
+        px, py, alive = px.gather(1, keep_first), py.gather(1, keep_first), alive.gather(1, keep_first)
+    x0, y0 = px[:, :1], py[:, :1]
+    fan = _cross(px - x0, py - y0, px.gather(1, after) - x0, py.gather(1, after) - y0)
+    area = (fan * alive.to(px.dtype)).sum(1).abs() / 2
     return torch.where(count > 2, area, torch.zeros_like(area))
 
 

@@ -481,12 +481,10 @@ def soft_nms(boxes: array_like_type, scores: array_like_type, iou_threshold: flo
 
 # Names an nms_cfg's ``type`` may take (mmcv evaluates the string in its nms module).
 def _nms_type(name: str) -> Callable:
-    known: Dict[str, Callable] = {"nms": nms, "soft_nms": soft_nms, "nms_rotated": nms_rotated}
+    known: Dict[str, Callable] = {"nms": nms, "soft_nms": soft_nms, "nms_rotated": nms_rotated,
+                                  "nms_quadri": nms_quadri}
     if name in known:
         return known[name]
-    if name == "nms_quadri":
-        raise NotImplementedError(f"mmcv_runtime does not implement mmcv.ops.{name} yet; "
-                                  "`mmcv-migrate ops` lists what it covers")
     raise ValueError(f"batched_nms: nms_cfg type must be 'nms', 'soft_nms', 'nms_rotated', 'nms_quadri' "
                      f"or a callable, got {name!r}")
 
@@ -667,18 +665,59 @@ def nms_rotated(dets: Tensor, scores: Tensor, iou_threshold: float, labels: Opti
     return torch.cat((dets[keep], scores[keep].reshape(-1, 1)), dim=1), keep
 
 
-def __getattr__(name: str):
-    if name == "nms_quadri":
-        raise NotImplementedError(f"mmcv_runtime does not implement mmcv.ops.{name} yet; "
-                                  "`mmcv-migrate ops` lists what it covers")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def quadri_nms_indices(dets: Tensor, scores: Tensor, iou_threshold: float,
+                       labels: Optional[Tensor] = None) -> Tensor:
+    """Kept indices of quadrilateral NMS (suppress at IoU >= threshold, within a label), score order."""
+    from .box_iou_quadri import bounding_rectangles, paired_iou_quadri
+
+    if dets.size(0) == 0:
+        return torch.empty(0, dtype=torch.long, device=dets.device)
+    order = scores.sort(0, descending=True)[1]
+    quads = _compute_dtype(dets[order, :8]).contiguous()
+    n = quads.size(0)
+    threshold = float(iou_threshold)
+    rects = bounding_rectangles(quads)
+    unbounded = torch.isinf(rects).any(1)
+    if threshold > 0 and not bool(unbounded.any()):
+        # only quadrilaterals whose (generous) bounding rectangles meet can intersect
+        a, b, _ = overlapping_pairs(rects)
+        src, dst = torch.minimum(a, b), torch.maximum(a, b)
+    else:
+        src, dst = torch.triu_indices(n, n, 1, device=quads.device)
+    if labels is not None:
+        sorted_labels = labels[order]
+        same = (sorted_labels[src] == sorted_labels[dst]).nonzero().squeeze(1)
+        src, dst = src[same], dst[same]
+    passed = (paired_iou_quadri(quads[src], quads[dst]) >= threshold).nonzero().squeeze(1)
+    return order[resolve_greedy(n, src[passed], dst[passed])]
+
+
+def nms_quadri(dets: Tensor, scores: Tensor, iou_threshold: float,
+               labels: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    """NMS of quadrilaterals ``(x1, y1, ..., x4, y4)``: ``(dets (K, 9), keep (K,))`` by score.
+
+    Same rules as :func:`nms_rotated` (IoU >= threshold suppresses; ``labels`` keep classes apart,
+    as mmcv's CUDA kernel; empty input returns ``(dets, None)``).
+    """
+    op = "nms_quadri"
+    if not isinstance(dets, Tensor) or not isinstance(scores, Tensor):
+        raise TypeError(f"{op}: dets and scores must be torch.Tensors")
+    if dets.shape[0] == 0:
+        return dets, None
+    check_boxes(op, "dets", dets, 8)
+    check_scores(op, "scores", scores, dets.size(0))
+    check_same_device(op, dets=dets, scores=scores, labels=labels)
+    if labels is not None and (labels.dim() != 1 or labels.size(0) != dets.size(0)):
+        raise ValueError(f"{op}: labels must have shape ({dets.size(0)},), got {tuple(labels.shape)}")
+    keep = quadri_nms_indices(dets, scores, iou_threshold, labels)
+    return torch.cat((dets[keep], scores[keep].reshape(-1, 1)), dim=1), keep
 
 
 registry.register(registry.OpEntry(
     op="nms",
-    names=("NMSop", "SoftNMSop", "array_like_type", "batched_nms", "nms", "nms_match", "nms_rotated",
-           "soft_nms"),
-    ext_functions=("nms", "nms_match", "nms_rotated", "softnms"),
+    names=("NMSop", "SoftNMSop", "array_like_type", "batched_nms", "nms", "nms_match", "nms_quadri",
+           "nms_rotated", "soft_nms"),
+    ext_functions=("nms", "nms_match", "nms_quadri", "nms_rotated", "softnms"),
     backward="n/a",
     devices=("any",),
 ))

@@ -78,3 +78,16 @@ def renamed_kwargs(renames: Dict[str, str]) -> Callable:
         return wrapper
 
     return decorate
+
+
+def check_box_pairs(op: str, bboxes1: Tensor, bboxes2: Tensor, width: int, mode: str, aligned: bool) -> None:
+    """The shared checks of the pairwise IoU ops: types, (N, width) shapes, one device, mode, aligned sizes."""
+    check_choice(op, "mode", mode, ("iou", "iof"))
+    for name, boxes in (("bboxes1", bboxes1), ("bboxes2", bboxes2)):
+        if not isinstance(boxes, Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(boxes).__name__}")
+        if boxes.numel():
+            check_boxes(op, name, boxes, width)
+    check_same_device(op, bboxes1=bboxes1, bboxes2=bboxes2)
+    if aligned and bboxes1.size(0) != bboxes2.size(0):
+        raise ValueError(f"{op}: aligned needs as many bboxes1 as bboxes2, got {bboxes1.size(0)} and {bboxes2.size(0)}")

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import registry
-from ._checks import check_boxes, check_choice, check_same_device
+from ._checks import check_box_pairs
 from .box_iou_rotated import polygon_intersection_area
 
 _PAIRS_PER_CHUNK = 1 << 15
@@ -75,16 +75,8 @@ def box_iou_quadri(bboxes1: Tensor, bboxes2: Tensor, mode: str = "iou", aligned:
     Returns (N, M), or (N,) when ``aligned`` (pairs ``(bboxes1[i], bboxes2[i])``).
     """
     op = "box_iou_quadri"
-    check_choice(op, "mode", mode, ("iou", "iof"))
-    for name, boxes in (("bboxes1", bboxes1), ("bboxes2", bboxes2)):
-        if not isinstance(boxes, Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(boxes).__name__}")
-        if boxes.numel():
-            check_boxes(op, name, boxes, 8)
-    check_same_device(op, bboxes1=bboxes1, bboxes2=bboxes2)
+    check_box_pairs(op, bboxes1, bboxes2, 8, mode, aligned)
     rows, cols = bboxes1.size(0), bboxes2.size(0)
-    if aligned and rows != cols:
-        raise ValueError(f"{op}: aligned needs as many bboxes1 as bboxes2, got {rows} and {cols}")
     if rows == 0 or cols == 0:
         return bboxes1.new_zeros(rows if aligned else (rows, cols))
     flag = 0 if mode == "iou" else 1

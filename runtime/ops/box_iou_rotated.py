@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .. import registry
-from ._checks import check_boxes, check_choice, check_same_device
+from ._checks import check_box_pairs
 
 _PAIRS_PER_CHUNK = 1 << 15
 
@@ -136,6 +136,12 @@ def _radius(boxes: Tensor) -> Tensor:
     return 0.5 * torch.sqrt(boxes[:, 2] * boxes[:, 2] + boxes[:, 3] * boxes[:, 3])
 
 
+def circle_squares(boxes: Tensor) -> Tensor:
+    """(N, 4) axis-aligned squares around each box's circumscribed circle (a hair larger)."""
+    r = _radius(boxes) * (1 + 1e-4) + 1e-6
+    return torch.stack([boxes[:, 0] - r, boxes[:, 1] - r, boxes[:, 0] + r, boxes[:, 1] + r], 1)
+
+
 def meeting_pairs(boxes1: Tensor, boxes2: Tensor) -> Tuple[Tensor, Tensor]:
     """``(i, j)`` of pairs whose circumscribed circles meet (a small margin keeps touching ones)."""
     r = (_radius(boxes1)[:, None] + _radius(boxes2)[None, :]) * (1 + 1e-4) + 1e-6
@@ -158,16 +164,8 @@ def box_iou_rotated(bboxes1: Tensor, bboxes2: Tensor, mode: str = "iou", aligned
         (N, M), or (N,) when ``aligned``.
     """
     op = "box_iou_rotated"
-    check_choice(op, "mode", mode, ("iou", "iof"))
-    for name, boxes in (("bboxes1", bboxes1), ("bboxes2", bboxes2)):
-        if not isinstance(boxes, Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(boxes).__name__}")
-        if boxes.numel():
-            check_boxes(op, name, boxes, 5)
-    check_same_device(op, bboxes1=bboxes1, bboxes2=bboxes2)
+    check_box_pairs(op, bboxes1, bboxes2, 5, mode, aligned)
     rows, cols = bboxes1.size(0), bboxes2.size(0)
-    if aligned and rows != cols:
-        raise ValueError(f"{op}: aligned needs as many bboxes1 as bboxes2, got {rows} and {cols}")
     flag = 0 if mode == "iou" else 1
     if rows == 0 or cols == 0:
         return bboxes1.new_zeros(rows if aligned else (rows, cols))

@@ -613,33 +613,54 @@ def nms_match(dets: array_like_type, iou_threshold: float) -> List[array_like_ty
     return [tensor.new_tensor(m, dtype=torch.long) for m in matched]
 
 
-def rotated_nms_indices(dets: Tensor, scores: Tensor, iou_threshold: float,
-                        labels: Optional[Tensor] = None) -> Tensor:
-    """Kept indices of rotated NMS (suppress at IoU >= threshold, within a label), score order."""
-    from .box_iou_rotated import paired_iou_rotated, _radius
+def _polygon_nms_indices(polygons: Tensor, scores: Tensor, iou_threshold: float, labels: Optional[Tensor],
+                         bounds: Callable[[Tensor], Tensor], paired_iou: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Kept indices of polygon NMS (suppress at IoU >= threshold, within a label), in score order.
 
-    if dets.size(0) == 0:
-        return torch.empty(0, dtype=torch.long, device=dets.device)
+    ``bounds`` gives each polygon an axis-aligned rectangle no overlap can leave (infinite where
+    none exists); only pairs whose rectangles meet are compared, unless the threshold lets
+    non-overlapping pairs pass too.
+    """
+    if polygons.size(0) == 0:
+        return torch.empty(0, dtype=torch.long, device=polygons.device)
     order = scores.sort(0, descending=True)[1]
-    boxes = _compute_dtype(dets[order, :5]).contiguous()
-    n = boxes.size(0)
+    polygons = _compute_dtype(polygons[order]).contiguous()
+    n = polygons.size(0)
     threshold = float(iou_threshold)
-    if threshold > 0:
-        # only boxes whose circumscribed circles meet can overlap: find those pairs with the
-        # axis-aligned sweep over the circles' bounding squares
-        r = _radius(boxes) * (1 + 1e-4) + 1e-6
-        squares = torch.stack([boxes[:, 0] - r, boxes[:, 1] - r, boxes[:, 0] + r, boxes[:, 1] + r], 1)
-        a, b, square_iou = overlapping_pairs(squares)
-        meet = (square_iou > 0).nonzero().squeeze(1)
-        src, dst = torch.minimum(a[meet], b[meet]), torch.maximum(a[meet], b[meet])
+    rects = bounds(polygons)
+    if threshold > 0 and bool(torch.isfinite(rects).all()):
+        a, b, _ = overlapping_pairs(rects)
+        src, dst = torch.minimum(a, b), torch.maximum(a, b)
     else:
-        src, dst = torch.triu_indices(n, n, 1, device=boxes.device)
+        src, dst = torch.triu_indices(n, n, 1, device=polygons.device)
     if labels is not None:
         sorted_labels = labels[order]
         same = (sorted_labels[src] == sorted_labels[dst]).nonzero().squeeze(1)
         src, dst = src[same], dst[same]
-    passed = (paired_iou_rotated(boxes[src], boxes[dst]) >= threshold).nonzero().squeeze(1)
+    passed = (paired_iou(polygons[src], polygons[dst]) >= threshold).nonzero().squeeze(1)
     return order[resolve_greedy(n, src[passed], dst[passed])]
+
+
+def _check_polygon_nms(op: str, dets: Tensor, scores: Tensor, labels: Optional[Tensor], width: int) -> bool:
+    """Validate the inputs of nms_rotated / nms_quadri; True when ``dets`` is empty."""
+    if not isinstance(dets, Tensor) or not isinstance(scores, Tensor):
+        raise TypeError(f"{op}: dets and scores must be torch.Tensors")
+    if dets.shape[0] == 0:
+        return True
+    check_boxes(op, "dets", dets, width)
+    check_scores(op, "scores", scores, dets.size(0))
+    check_same_device(op, dets=dets, scores=scores, labels=labels)
+    if labels is not None and (labels.dim() != 1 or labels.size(0) != dets.size(0)):
+        raise ValueError(f"{op}: labels must have shape ({dets.size(0)},), got {tuple(labels.shape)}")
+    return False
+
+
+def rotated_nms_indices(dets: Tensor, scores: Tensor, iou_threshold: float,
+                        labels: Optional[Tensor] = None) -> Tensor:
+    """Kept indices of rotated NMS, score order (see :func:`_polygon_nms_indices`)."""
+    from .box_iou_rotated import circle_squares, paired_iou_rotated
+
+    return _polygon_nms_indices(dets[:, :5], scores, iou_threshold, labels, circle_squares, paired_iou_rotated)
 
 
 def nms_rotated(dets: Tensor, scores: Tensor, iou_threshold: float, labels: Optional[Tensor] = None,
@@ -650,16 +671,8 @@ def nms_rotated(dets: Tensor, scores: Tensor, iou_threshold: float, labels: Opti
     ``labels`` only boxes of the same label suppress each other (mmcv's CUDA kernel; its CPU kernel
     ignores labels). Empty input returns ``(dets, None)``, as mmcv does.
     """
-    op = "nms_rotated"
-    if not isinstance(dets, Tensor) or not isinstance(scores, Tensor):
-        raise TypeError(f"{op}: dets and scores must be torch.Tensors")
-    if dets.shape[0] == 0:
+    if _check_polygon_nms("nms_rotated", dets, scores, labels, 5):
         return dets, None
-    check_boxes(op, "dets", dets, 5)
-    check_scores(op, "scores", scores, dets.size(0))
-    check_same_device(op, dets=dets, scores=scores, labels=labels)
-    if labels is not None and (labels.dim() != 1 or labels.size(0) != dets.size(0)):
-        raise ValueError(f"{op}: labels must have shape ({dets.size(0)},), got {tuple(labels.shape)}")
     boxes = dets if clockwise else dets * dets.new_tensor([1, 1, 1, 1, -1])
     keep = rotated_nms_indices(boxes, scores, iou_threshold, labels)
     return torch.cat((dets[keep], scores[keep].reshape(-1, 1)), dim=1), keep
@@ -667,29 +680,10 @@ def nms_rotated(dets: Tensor, scores: Tensor, iou_threshold: float, labels: Opti
 
 def quadri_nms_indices(dets: Tensor, scores: Tensor, iou_threshold: float,
                        labels: Optional[Tensor] = None) -> Tensor:
-    """Kept indices of quadrilateral NMS (suppress at IoU >= threshold, within a label), score order."""
+    """Kept indices of quadrilateral NMS, score order (see :func:`_polygon_nms_indices`)."""
     from .box_iou_quadri import bounding_rectangles, paired_iou_quadri
 
-    if dets.size(0) == 0:
-        return torch.empty(0, dtype=torch.long, device=dets.device)
-    order = scores.sort(0, descending=True)[1]
-    quads = _compute_dtype(dets[order, :8]).contiguous()
-    n = quads.size(0)
-    threshold = float(iou_threshold)
-    rects = bounding_rectangles(quads)
-    unbounded = torch.isinf(rects).any(1)
-    if threshold > 0 and not bool(unbounded.any()):
-        # only quadrilaterals whose (generous) bounding rectangles meet can intersect
-        a, b, _ = overlapping_pairs(rects)
-        src, dst = torch.minimum(a, b), torch.maximum(a, b)
-    else:
-        src, dst = torch.triu_indices(n, n, 1, device=quads.device)
-    if labels is not None:
-        sorted_labels = labels[order]
-        same = (sorted_labels[src] == sorted_labels[dst]).nonzero().squeeze(1)
-        src, dst = src[same], dst[same]
-    passed = (paired_iou_quadri(quads[src], quads[dst]) >= threshold).nonzero().squeeze(1)
-    return order[resolve_greedy(n, src[passed], dst[passed])]
+    return _polygon_nms_indices(dets[:, :8], scores, iou_threshold, labels, bounding_rectangles, paired_iou_quadri)
 
 
 def nms_quadri(dets: Tensor, scores: Tensor, iou_threshold: float,
@@ -699,16 +693,8 @@ def nms_quadri(dets: Tensor, scores: Tensor, iou_threshold: float,
     Same rules as :func:`nms_rotated` (IoU >= threshold suppresses; ``labels`` keep classes apart,
     as mmcv's CUDA kernel; empty input returns ``(dets, None)``).
     """
-    op = "nms_quadri"
-    if not isinstance(dets, Tensor) or not isinstance(scores, Tensor):
-        raise TypeError(f"{op}: dets and scores must be torch.Tensors")
-    if dets.shape[0] == 0:
+    if _check_polygon_nms("nms_quadri", dets, scores, labels, 8):
         return dets, None
-    check_boxes(op, "dets", dets, 8)
-    check_scores(op, "scores", scores, dets.size(0))
-    check_same_device(op, dets=dets, scores=scores, labels=labels)
-    if labels is not None and (labels.dim() != 1 or labels.size(0) != dets.size(0)):
-        raise ValueError(f"{op}: labels must have shape ({dets.size(0)},), got {tuple(labels.shape)}")
     keep = quadri_nms_indices(dets, scores, iou_threshold, labels)
     return torch.cat((dets[keep], scores[keep].reshape(-1, 1)), dim=1), keep
 

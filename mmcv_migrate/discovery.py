@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
@@ -91,7 +92,7 @@ def _make_checker(spec: "pathspec.PathSpec"):
         def check(path: str, _c=spec.check_file) -> Optional[bool]:
             return _c(path).include
 
-        return check
+        return _with_quick_miss(spec, check)
 
     patterns = [p for p in spec.patterns if p.include is not None]  # pragma: no cover
 
@@ -103,6 +104,29 @@ def _make_checker(spec: "pathspec.PathSpec"):
         return result
 
     return check_old
+
+
+def _with_quick_miss(spec: "pathspec.PathSpec", check):
+    """``check`` behind one combined regex that answers the common case, "no pattern matches".
+
+    A path that no pattern's regex matches cannot match their alternation either, so the combined
+    regex only decides misses; any hit still goes through pathspec's own (ordered, negation-aware)
+    check. Named groups become plain groups so that patterns can be joined; a pattern pathspec
+    does not express as a regex, or one with a named backreference, keeps the plain check.
+    """
+    active = [p for p in spec.patterns if p.include is not None]
+    sources = [getattr(getattr(p, "regex", None), "pattern", None) for p in active]
+    if not sources or any(not isinstance(r, str) or "(?P=" in r for r in sources):
+        return check
+    try:
+        combined = re.compile("|".join("(?:%s)" % re.sub(r"\(\?P<[^>]+>", "(?:", r) for r in sources))
+    except re.error:
+        return check
+
+    def quick(path: str, _match=combined.match, _check=check) -> Optional[bool]:
+        return None if _match(path) is None else _check(path)
+
+    return quick
 
 
 def _read_ignore_file(path: str) -> Optional["pathspec.PathSpec"]:

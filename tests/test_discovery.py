@@ -383,3 +383,18 @@ def test_file_argument_not_subject_to_gitignore(tmp_path):
     touch(tmp_path, "gen_a.py", "b.py")
     assert rels(discover([tmp_path])) == ["b.py"]
     assert rels(discover([tmp_path / "gen_a.py"])) == ["gen_a.py"]
+
+
+def test_quick_miss_checker_agrees_with_pathspec():
+    """The combined-regex fast path answers exactly what pathspec's own check answers."""
+    from mmcv_migrate import discovery
+
+    lines = ["__pycache__/", "*.py[cod]", "build/", "*.egg-info/", "data/", "!data/keep.py", "work_dirs/",
+             "/top_only.py", "docs/**/gen_*.py", "!docs/**/gen_keep.py", "*.log", "a/b/", "[Tt]emp*"]
+    spec = discovery._compile(lines)
+    check = discovery._make_checker(spec)
+    paths = ["x.py", "a.pyc", "build/x.py", "src/build/x.py", "pkg.egg-info/PKG", "data/x.py", "data/keep.py",
+             "work_dirs/exp/cfg.py", "top_only.py", "sub/top_only.py", "docs/a/b/gen_x.py", "docs/a/gen_keep.py",
+             "run.log", "a/b/c.py", "a/c.py", "Temp.py", "temp/x.py", "deep/__pycache__/m.py"]
+    for path in paths:
+        assert check(path) == spec.check_file(path).include, path

@@ -282,6 +282,42 @@ def test_soft_nms_sparse_replay_equals_the_kernel_loop_with_ties(method, seed):
     torch.testing.assert_close(fast[0], slow[0], rtol=2e-7, atol=0)
 
 
+@pytest.mark.parametrize("method", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(4))
+def test_soft_nms_untied_replay_equals_the_kernel_loop(method, seed, monkeypatch):
+    """Without score ties the score-only replay answers alone (isolated boxes merged in by score),
+    and equals the kernel's step-for-step loop; with ties it hands over to the positional replay."""
+    import sys
+
+    core = sys.modules["mmcv_runtime.ops.nms"]
+    g = torch.Generator().manual_seed(seed)
+    n = 400
+    xy = torch.rand(n, 2, generator=g) * (150 + 200 * (seed % 2))  # dense and sparse layouts
+    boxes = torch.cat([xy, xy + 4 + torch.rand(n, 2, generator=g) * 30], 1)
+    scores = torch.randperm(n, generator=g).float() / n + 0.5 / n  # distinct
+    args = (0.3, 0.5, 0.3 if seed % 2 else 1e-3, method, seed % 2)
+    handed_over = []
+    monkeypatch.setattr(core, "_replay_soft_nms", lambda *a: handed_over.append(a) or ([], []))
+    fast = core._soft_nms_sparse(boxes, scores, *args)
+    assert not handed_over
+    slow = core._soft_nms_dense(boxes, scores, *args)
+    assert torch.equal(fast[1], slow[1])
+    assert torch.equal(fast[0], slow[0])
+    tied = scores.clone()
+    tied[:2] = 2.0  # two boxes share the top score
+    assert core._soft_nms_untied(*_untied_inputs(core, boxes, tied, args)) is None
+
+
+def _untied_inputs(core, boxes, scores, args):
+    """The arguments ``_soft_nms_sparse`` hands to ``_soft_nms_untied`` when every pair moves."""
+    a, b, _ = core.overlapping_pairs(boxes, args[4])
+    src = torch.cat([a, b])
+    order = src.argsort(stable=True)
+    degree = torch.bincount(src, minlength=boxes.size(0))
+    start = [0] + degree.cumsum(0).tolist()
+    return scores, degree, start, torch.cat([b, a])[order].tolist(), [0.5] * src.numel(), 1e-3, "f"
+
+
 # --- rotated boxes -----------------------------------------------------------------------
 
 

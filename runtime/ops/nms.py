@@ -132,7 +132,8 @@ def overlapping_pairs(boxes: Tensor, offset: int = 0) -> Tuple[Tensor, Tensor, T
         return index[a], index[b], iou
     if n < 2:
         return empty, empty, boxes.new_empty(0)
-    x1, y1, x2, y2 = boxes.unbind(1)
+    columns = boxes.t().contiguous()
+    x1, y1, x2, y2 = columns
     areas = box_areas(boxes, offset)
     strip = _strip_height(boxes, offset)
     top = y1.min()
@@ -164,17 +165,16 @@ def overlapping_pairs(boxes: Tensor, offset: int = 0) -> Tuple[Tensor, Tensor, T
             left = torch.repeat_interleave(torch.arange(lo, hi, device=device), c)
             right = torch.arange(int(firsts[lo]), int(firsts[lo]) + left.numel(), device=device)
             right += torch.repeat_interleave(torch.arange(lo + 1, hi + 1, device=device) - firsts[lo:hi], c)
-            a, b, where = reg_box[left], reg_box[right], reg_strip[left]
-            upper = torch.maximum(y1[a], y1[b])
-            h = torch.minimum(y2[a], y2[b]) - upper
+            a, b, where = reg_box.index_select(0, left), reg_box.index_select(0, right), reg_strip.index_select(0, left)
+            # one gather per side from the (4, n) coordinate rows keeps every operand contiguous
+            pair_a, pair_b = columns.index_select(1, a), columns.index_select(1, b)
+            lo_corner = torch.maximum(pair_a[:2], pair_b[:2])
+            wh = torch.minimum(pair_a[2:], pair_b[2:]) - lo_corner
             if offset:
-                h += offset
-            meet = ((h > 0) & (((upper - top) / strip).floor().long() == where)).nonzero().squeeze(1)
-            a, b, h = a[meet], b[meet], h[meet]
-            w = torch.minimum(x2[a], x2[b]) - torch.maximum(x1[a], x1[b])
-            if offset:
-                w += offset
-            inter = w.clamp_(min=0) * h
+                wh += offset
+            meet = ((wh[1] > 0) & (((lo_corner[1] - top) / strip).floor().long() == where)).nonzero().squeeze(1)
+            a, b, wh = a[meet], b[meet], wh[:, meet]
+            inter = wh[0].clamp_(min=0) * wh[1]
             a_parts.append(a)
             b_parts.append(b)
             iou_parts.append(inter / (areas[a] + areas[b] - inter))
@@ -269,20 +269,82 @@ def _soft_nms_sparse(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma:
         weight = torch.where(ovr >= iou_threshold, 1 - ovr, torch.ones_like(ovr))
     else:
         weight = torch.exp(-(ovr * ovr) / sigma)
-    moved = weight != 1
-    neighbours = [[] for _ in range(n)]
-    for i, j, w in zip(a[moved].tolist(), b[moved].tolist(), weight[moved].tolist()):
-        neighbours[i].append((j, w))
-        neighbours[j].append((i, w))
+    moved = (weight != 1).nonzero().squeeze(1)
+    # each box's moved neighbours, as a CSR list: neighbours of k are other[start[k]:start[k + 1]]
+    src = torch.cat([a[moved], b[moved]])
+    order = src.argsort(stable=True)
+    other = torch.cat([b[moved], a[moved]])[order].tolist()
+    factor = weight[moved].repeat(2)[order].tolist()
+    degree = torch.bincount(src, minlength=n)
+    start = [0] + degree.cumsum(0).tolist()
     # array('f') stores every value rounded to float32, as the kernel's ``float`` scores are (the
     # product of two float32 values is exact in a Python float, so rounding it once is exact too).
     typecode = "d" if work.dtype == torch.float64 else "f"
-    sc = array(typecode, score.tolist())
     floor = array(typecode, [min_score])[0]
-    return _replay_soft_nms(work, sc, neighbours, floor, boxes)
+    picked = _soft_nms_untied(score, degree, start, other, factor, floor, typecode)
+    if picked is None:
+        neighbours = [list(zip(other[start[k]:start[k + 1]], factor[start[k]:start[k + 1]])) for k in range(n)]
+        picks, pick_scores = _replay_soft_nms(array(typecode, score.tolist()), neighbours, floor)
+        picked = torch.tensor(picks, dtype=torch.long), torch.tensor(pick_scores, dtype=work.dtype)
+    index, pick_score = picked
+    dets = torch.cat([work[index], pick_score[:, None]], 1)
+    return dets.to(device=boxes.device, dtype=boxes.dtype), index.to(boxes.device)
 
 
-def _replay_soft_nms(work: Tensor, sc, neighbours, min_score: float, boxes: Tensor) -> Tuple[Tensor, Tensor]:
+def _soft_nms_untied(score: Tensor, degree: Tensor, start: List[int], other: List[int], factor: List[float],
+                     min_score: float, typecode: str) -> Optional[Tuple[Tensor, Tensor]]:
+    """Soft-NMS picks ``(index, score at pick)`` while no two live boxes share the top score; None
+    if they ever may (then the kernel's working order decides, see :func:`_replay_soft_nms`).
+
+    Without a tie for the top, each pick is simply the highest current score, whatever the kernel's
+    working order, and scores only ever fall. So a box under ``min_score`` at the start is never
+    picked (the kernel's first pass drops it), a box overlapping nobody keeps its score and is
+    merged in by it, and only the others are replayed, on a heap with lazy deletion.
+    """
+    if not bool(score.max() >= min_score):
+        return None  # the kernel still outputs its first pick then; rare, left to the full replay
+    live = score >= min_score
+    isolated = ((degree == 0) & live).nonzero().squeeze(1)
+    linked = ((degree > 0) & live).nonzero().squeeze(1)
+    sc = array(typecode, score.tolist())
+    dead = (~live).tolist()
+    heap = sorted(zip((-score[linked]).tolist(), linked.tolist()))  # a sorted list is a heap
+    held = {-neg for neg, _ in heap}  # every score a linked box holds while live
+    picked, picked_scores = [], []
+    pop, push = heapq.heappop, heapq.heappush
+    while heap:
+        neg, box = pop(heap)
+        if dead[box] or neg != -sc[box]:
+            continue  # a stale entry: the box was picked, dropped or decayed since
+        if heap and heap[0][0] == neg:
+            return None  # a tie for the top (or a stale twin of it)
+        dead[box] = True
+        picked.append(box)
+        picked_scores.append(sc[box])
+        for k in range(start[box], start[box + 1]):
+            j = other[k]
+            if not dead[j]:
+                sc[j] = sc[j] * factor[k]
+                if sc[j] < min_score:
+                    dead[j] = True
+                else:
+                    push(heap, (-sc[j], j))
+                    held.add(sc[j])
+    alone = score[isolated]
+    if not held.isdisjoint(alone.tolist()):
+        return None  # an isolated box ties with a linked one at some point
+    index = torch.cat([torch.tensor(picked, dtype=torch.long), isolated])
+    pick_score = torch.cat([torch.tensor(picked_scores, dtype=score.dtype), alone])
+    pick_score, order = pick_score.sort(descending=True, stable=True)
+    if bool((pick_score[1:] == pick_score[:-1]).any()):
+        return None  # two isolated boxes tie
+    return index[order], pick_score
+
+
+def _replay_soft_nms(sc, neighbours: List[List[Tuple[int, float]]],
+                     min_score: float) -> Tuple[List[int], List[float]]:
+    """The kernel's picks with its working order kept as positions, so that ties resolve as there:
+    the next pick is the heap's first ``(highest score, lowest position)`` entry still current."""
     n = len(sc)
     arr = list(range(n))  # working order: arr[position] = box
     where = list(range(n))  # where[box] = position
@@ -332,9 +394,7 @@ def _replay_soft_nms(work: Tensor, sc, neighbours, min_score: float, boxes: Tens
             if alive[other]:
                 push(heap, (-sc[other], where[other], other))
         i += 1
-    index = torch.tensor(picked, dtype=torch.long)
-    dets = torch.cat([work[index], torch.tensor(picked_scores, dtype=work.dtype)[:, None]], 1)
-    return dets.to(device=boxes.device, dtype=boxes.dtype), index.to(boxes.device)
+    return picked, picked_scores
 
 
 def _soft_nms_dense(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float, min_score: float,

@@ -91,3 +91,30 @@ def check_box_pairs(op: str, bboxes1: Tensor, bboxes2: Tensor, width: int, mode:
     check_same_device(op, bboxes1=bboxes1, bboxes2=bboxes2)
     if aligned and bboxes1.size(0) != bboxes2.size(0):
         raise ValueError(f"{op}: aligned needs as many bboxes1 as bboxes2, got {bboxes1.size(0)} and {bboxes2.size(0)}")
+
+
+def check_rois(op: str, rois: Tensor, batch_size: int, width: int, name: str = "rois") -> Tensor:
+    """(K,) batch index of each RoI (the first column, truncated to int as the kernels do)."""
+    if not isinstance(rois, Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(rois).__name__}")
+    if rois.dim() != 2 or rois.size(1) != width:
+        raise ValueError(f"{op}: {name} must have shape (K, {width}), got {tuple(rois.shape)}")
+    if not rois.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating point tensor, got {rois.dtype}")
+    batch = rois[:, 0].long()
+    if batch.numel() and bool(((batch < 0) | (batch >= batch_size)).any()):
+        raise ValueError(f"{op}: {name}[:, 0] (batch index) must be in [0, {batch_size}), "
+                         f"got values in [{int(batch.min())}, {int(batch.max())}]")
+    return batch
+
+
+def check_feature_map(op: str, input: Tensor, rois: Tensor, name: str = "input") -> None:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(input).__name__}")
+    if input.dim() != 4:
+        raise ValueError(f"{op}: {name} must have shape (N, C, H, W), got {tuple(input.shape)}")
+    if not input.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating point tensor, got {input.dtype}")
+    check_same_device(op, **{name: input, "rois": rois})
+    if isinstance(rois, Tensor) and rois.dtype != input.dtype:  # the kernels read both as one scalar type
+        raise TypeError(f"{op}: rois must have the dtype of {name} ({input.dtype}), got {rois.dtype}")

@@ -1,0 +1,123 @@
+"""Bilinear sampling as mmcv's kernels do it, shared by the RoI-style ops.
+
+mmcv's ``bilinear_interpolate`` (roi_align, roi_align_rotated, bezier_align, deform_roi_pool,
+riroi_align_rotated, border_align) reads a feature map at a real point (y, x) like this:
+
+- a point outside ``[-1, H] x [-1, W]`` reads 0 (but still counts in an average);
+- otherwise a coordinate ``<= 0`` is clamped to 0, and one whose integer part reaches the last
+  row/column is clamped to it, so the point reads the border pixel;
+- the value is the bilinear blend of the four neighbours ``(y_low|y_high, x_low|x_high)``.
+
+:func:`bilinear_taps` turns points into four (pixel index, weight) taps with exactly these rules, and
+:func:`weighted_row_sum` sums weighted rows of a channels-last feature table per output element.
+Together they compute every sampled op as one sparse weighted gather: only the taps are
+materialised, never a (points x channels) tensor per tap, and the backward pass is the transposed
+gather, so gradients equal the kernels' adjoint sums.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+#: Taps x channels handled at once where a (taps, channels) product must be materialised.
+_TAP_CHUNK_ELEMENTS = 1 << 24
+
+
+def bilinear_taps(y: Tensor, x: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor]:
+    """``(index, weight)``, each ``(*y.shape, 4)``: flat pixel indices ``row * width + col`` into one
+    (H, W) map and their bilinear weights, by mmcv's rules (see the module docstring).
+
+    Points outside ``[-1, H] x [-1, W]`` get index 0 and weight 0. The weights are differentiable
+    in ``y`` and ``x`` the way the kernels differentiate them: zero where a coordinate is clamped.
+    """
+    outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
+    y = torch.where(y <= 0, torch.zeros_like(y), y)
+    x = torch.where(x <= 0, torch.zeros_like(x), x)
+    y_low = y.detach().floor().clamp(max=max(height - 1, 0))
+    x_low = x.detach().floor().clamp(max=max(width - 1, 0))
+    # a point at or past the last row/column reads that row/column alone
+    y = torch.where(y_low >= height - 1, y_low, y)
+    x = torch.where(x_low >= width - 1, x_low, x)
+    y_high = (y_low + 1).clamp(max=max(height - 1, 0))
+    x_high = (x_low + 1).clamp(max=max(width - 1, 0))
+    ly, lx = y - y_low, x - x_low
+    hy, hx = 1 - ly, 1 - lx
+    weight = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], -1)
+    y_low, x_low, y_high, x_high = (v.long() for v in (y_low, x_low, y_high, x_high))
+    index = torch.stack([y_low * width + x_low, y_low * width + x_high,
+                         y_high * width + x_low, y_high * width + x_high], -1)
+    inside = ~outside.unsqueeze(-1)
+    return index * inside, weight * inside
+
+
+def channels_last_rows(input: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N * H * W, C): one contiguous row of channels per pixel."""
+    n, c, h, w = input.shape
+    return input.permute(0, 2, 3, 1).reshape(n * h * w, c)
+
+
+class _WeightedRowSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rows: Tensor, index: Tensor, weight: Tensor, offsets: Tensor) -> Tensor:
+        ctx.save_for_backward(rows, index, weight, offsets)
+        return F.embedding_bag(index, rows, offsets, mode="sum", per_sample_weights=weight)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        rows, index, weight, offsets = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        bag = bag_of_each_tap(offsets, index.numel())
+        grad_rows = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_rows = transposed_row_sum(grad_out, index, weight, bag, rows.size(0))
+        if ctx.needs_input_grad[2]:
+            grad_weight = torch.empty_like(weight)
+            step = max(1, _TAP_CHUNK_ELEMENTS // max(rows.size(1), 1))
+            for lo in range(0, index.numel(), step):
+                hi = min(lo + step, index.numel())
+                grad_weight[lo:hi] = (rows.index_select(0, index[lo:hi])
+                                      * grad_out.index_select(0, bag[lo:hi])).sum(1)
+        return grad_rows, None, grad_weight, None
+
+
+def transposed_row_sum(grad_out: Tensor, index: Tensor, weight: Tensor, bag: Tensor, num_rows: int) -> Tensor:
+    """The adjoint of :func:`weighted_row_sum`: (num_rows, C), row r summing ``weight[t] * grad_out[bag[t]]``
+    over the taps t with ``index[t] == r``; one more weighted gather, over the taps sorted by row."""
+    order = index.argsort()
+    counts = torch.bincount(index, minlength=num_rows)
+    if grad_out.size(1) == 0 or index.numel() == 0:
+        return grad_out.new_zeros((num_rows, grad_out.size(1)))
+    return F.embedding_bag(bag[order], grad_out.contiguous(), torch.cumsum(counts, 0) - counts, mode="sum",
+                           per_sample_weights=weight[order].to(grad_out.dtype))
+
+
+def bag_of_each_tap(offsets: Tensor, taps: int) -> Tensor:
+    """(taps,) the bag of every tap, for bags starting at ``offsets``."""
+    sizes = torch.diff(offsets, append=offsets.new_tensor([taps]))
+    return torch.repeat_interleave(torch.arange(offsets.numel(), device=offsets.device), sizes)
+
+
+def weighted_row_sum(rows: Tensor, index: Tensor, weight: Tensor, offsets: Optional[Tensor] = None) -> Tensor:
+    """``out[b] = sum(weight[t] * rows[index[t]] for t in bag b)``, differentiable in rows and weight.
+
+    Args:
+        rows: (P, C) table, e.g. :func:`channels_last_rows` of a feature map.
+        index: (B, T) row indices, T taps per output row; or flat (E,) with ``offsets``.
+        weight: the same shape as ``index``.
+        offsets: (B,) start of each bag in a flat ``index`` (bags may differ in size).
+
+    Returns:
+        (B, C). Gradients: ``rows`` gets the transposed gather (each row sums weight x output
+        gradient over the taps that read it), ``weight`` gets ``<rows[index], grad_out[bag]>``.
+    """
+    if offsets is None:
+        taps = index.size(1) if index.dim() == 2 else 1
+        offsets = torch.arange(0, index.numel(), taps, device=index.device)
+    index, weight = index.reshape(-1), weight.reshape(-1).to(rows.dtype)
+    if rows.size(1) == 0 or offsets.numel() == 0:  # embedding_bag rejects empty tables and bags
+        return rows.new_zeros((offsets.numel(), rows.size(1))) + 0 * weight.sum()
+    return _WeightedRowSum.apply(rows, index, weight, offsets)

@@ -19,8 +19,10 @@ Any other name raises ``AttributeError``, as on mmcv's ``_ext``; ``dir()`` lists
 import importlib as _importlib
 
 #: Adapter modules, e.g. ("_nms", "_roi_align"): each defines the _ext functions named in its __all__.
-_ADAPTER_MODULES: tuple[str, ...] = ("_bbox", "_bezier_align", "_border_align", "_box_iou_quadri", "_box_iou_rotated", "_nms",
-                                      "_roi_align", "_roi_align_rotated")
+_ADAPTER_MODULES: tuple[str, ...] = (
+    "_bbox", "_bezier_align", "_border_align", "_box_iou_quadri", "_box_iou_rotated", "_nms",
+    "_riroi_align_rotated", "_roi_align", "_roi_align_rotated", "_roi_pool",
+)
 
 _HINT = "`mmcv-migrate ops` lists what it covers"
 

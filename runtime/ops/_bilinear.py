@@ -17,7 +17,7 @@ gather, so gradients equal the kernels' adjoint sums.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -27,14 +27,21 @@ from torch.nn import functional as F
 _TAP_CHUNK_ELEMENTS = 1 << 24
 
 
-def bilinear_taps(y: Tensor, x: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor]:
-    """``(index, weight)``, each ``(*y.shape, 4)``: flat pixel indices ``row * width + col`` into one
-    (H, W) map and their bilinear weights, by mmcv's rules (see the module docstring).
+class Corners(NamedTuple):
+    """The four neighbours of points after mmcv's clamping, and whether each point reads anything."""
 
-    Points outside ``[-1, H] x [-1, W]`` get index 0 and weight 0. The weights are differentiable
-    in ``y`` and ``x`` the way the kernels differentiate them: zero where a coordinate is clamped.
-    """
-    outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
+    y: Tensor  # the clamped coordinates (a point past the last row/column sits on it)
+    x: Tensor
+    y_low: Tensor  # integral-valued, in the coordinates' dtype
+    x_low: Tensor
+    y_high: Tensor
+    x_high: Tensor
+    inside: Tensor  # bool: within [-1, H] x [-1, W]
+
+
+def bilinear_corners(y: Tensor, x: Tensor, height: int, width: int) -> Corners:
+    """mmcv's ``bilinear_interpolate`` clamping of points (y, x) on an (H, W) map (module docstring)."""
+    inside = ~((y < -1.0) | (y > height) | (x < -1.0) | (x > width))
     y = torch.where(y <= 0, torch.zeros_like(y), y)
     x = torch.where(x <= 0, torch.zeros_like(x), x)
     y_low = y.detach().floor().clamp(max=max(height - 1, 0))
@@ -44,13 +51,27 @@ def bilinear_taps(y: Tensor, x: Tensor, height: int, width: int) -> Tuple[Tensor
     x = torch.where(x_low >= width - 1, x_low, x)
     y_high = (y_low + 1).clamp(max=max(height - 1, 0))
     x_high = (x_low + 1).clamp(max=max(width - 1, 0))
-    ly, lx = y - y_low, x - x_low
+    return Corners(y, x, y_low, x_low, y_high, x_high, inside)
+
+
+def bilinear_taps(y: Tensor, x: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor]:
+    """``(index, weight)``, each ``(*y.shape, 4)``: flat pixel indices ``row * width + col`` into one
+    (H, W) map and their bilinear weights, by mmcv's rules (see the module docstring). The taps
+    are ordered (y_low, x_low), (y_low, x_high), (y_high, x_low), (y_high, x_high).
+
+    Points outside ``[-1, H] x [-1, W]`` get index 0 and weight 0 (so a non-finite value at pixel
+    (0, 0) turns such a point into NaN, where mmcv's kernels read nothing). The weights are
+    differentiable in ``y`` and ``x`` the way the kernels differentiate them: zero where a
+    coordinate is clamped.
+    """
+    c = bilinear_corners(y, x, height, width)
+    ly, lx = c.y - c.y_low, c.x - c.x_low
     hy, hx = 1 - ly, 1 - lx
     weight = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], -1)
-    y_low, x_low, y_high, x_high = (v.long() for v in (y_low, x_low, y_high, x_high))
+    y_low, x_low, y_high, x_high = (v.long() for v in (c.y_low, c.x_low, c.y_high, c.x_high))
     index = torch.stack([y_low * width + x_low, y_low * width + x_high,
                          y_high * width + x_low, y_high * width + x_high], -1)
-    inside = ~outside.unsqueeze(-1)
+    inside = c.inside.unsqueeze(-1)
     return index * inside, weight * inside
 
 

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, NamedTuple, Tuple
 import torch
 from torch import Tensor
 
-from ._bilinear import bilinear_taps, channels_last_rows, transposed_row_sum, weighted_row_sum
+from ._bilinear import bag_of_each_tap, bilinear_taps, channels_last_rows, transposed_row_sum, weighted_row_sum
 
 #: Bilinear taps (4 per sample) generated at once; about 24 bytes of index and weight each.
 _TAPS_PER_CHUNK = 1 << 22
@@ -79,17 +79,40 @@ def _chunks(grid_h: Tensor, grid_w: Tensor, bins: int) -> Iterator[Tuple[int, in
     yield from zip(bounds[:-1], bounds[1:])
 
 
-def _chunk_taps(input_shape, batch: Tensor, grid_h: Tensor, grid_w: Tensor, pooled: Tuple[int, int],
-                place: PlaceSamples, lo: int, hi: int):
+class SampleChunk(NamedTuple):
+    """RoIs ``lo:hi`` with their samples, sample coordinates and bilinear taps into the flat
+    (N*H*W) rows of the feature map; ``offsets`` starts each bin's taps (4 per sample)."""
+
+    lo: int
+    hi: int
+    samples: BinSamples
+    y: Tensor
+    x: Tensor
+    index: Tensor  # (S * 4,)
+    weight: Tensor  # (S * 4,)
+    offsets: Tensor  # (B,)
+
+
+def sample_chunks(input_shape, batch: Tensor, grid_h: Tensor, grid_w: Tensor, pooled: Tuple[int, int],
+                  place: PlaceSamples) -> Iterator[SampleChunk]:
+    """The samples of all RoIs, a bounded chunk of RoIs at a time."""
     _, _, height, width = input_shape
-    samples = ragged_samples(grid_h[lo:hi], grid_w[lo:hi], *pooled)
-    y, x = place(samples, lo)
-    index, weight = bilinear_taps(y, x, height, width)
-    index = index + (batch[lo:hi][samples.roi] * (height * width)).unsqueeze(1)
-    return index.reshape(-1), weight.reshape(-1), samples.bin_offsets * 4
+    for lo, hi in _chunks(grid_h, grid_w, pooled[0] * pooled[1]):
+        samples = ragged_samples(grid_h[lo:hi], grid_w[lo:hi], *pooled)
+        y, x = place(samples, lo)
+        index, weight = bilinear_taps(y, x, height, width)
+        index = index + (batch[lo:hi][samples.roi] * (height * width)).unsqueeze(1)
+        yield SampleChunk(lo, hi, samples, y, x, index.reshape(-1), weight.reshape(-1), samples.bin_offsets * 4)
 
 
-def _bin_counts(grid_h: Tensor, grid_w: Tensor, bins: int, dtype) -> Tensor:
+def bin_of_each_tap(chunk: SampleChunk, bins: int) -> Tensor:
+    """(S * 4,) the global bin (``roi * bins + ph * pooled_w + pw``) of each tap of a chunk."""
+    first_bin = chunk.lo * bins
+    return bag_of_each_tap(chunk.offsets, chunk.index.numel()) + first_bin
+
+
+def bin_counts(grid_h: Tensor, grid_w: Tensor, bins: int, dtype) -> Tensor:
+    """(K * bins,) the divisor of every bin: ``max(grid_h * grid_w, 1)`` of its RoI."""
     return (grid_h * grid_w).clamp(min=1).to(dtype).repeat_interleave(bins)
 
 
@@ -102,10 +125,10 @@ def average_bins(input: Tensor, batch: Tensor, grid_h: Tensor, grid_w: Tensor, p
     k, c = batch.numel(), input.size(1)
     bins = pooled[0] * pooled[1]
     rows = channels_last_rows(input)
-    parts = [weighted_row_sum(rows, *_chunk_taps(input.shape, batch, grid_h, grid_w, pooled, place, lo, hi))
-             for lo, hi in _chunks(grid_h, grid_w, bins)]
+    parts = [weighted_row_sum(rows, chunk.index, chunk.weight, chunk.offsets)
+             for chunk in sample_chunks(input.shape, batch, grid_h, grid_w, pooled, place)]
     sums = torch.cat(parts) if parts else input.new_zeros((0, c))
-    out = sums / _bin_counts(grid_h, grid_w, bins, sums.dtype).unsqueeze(1)
+    out = sums / bin_counts(grid_h, grid_w, bins, sums.dtype).unsqueeze(1)
     return out.reshape(k, *pooled, c).permute(0, 3, 1, 2).contiguous()
 
 
@@ -115,11 +138,9 @@ def average_bins_backward(grad_output: Tensor, input_shape, batch: Tensor, grid_
     n, c, height, width = input_shape
     bins = pooled[0] * pooled[1]
     grad_bins = grad_output.permute(0, 2, 3, 1).reshape(-1, c)
-    grad_bins = grad_bins / _bin_counts(grid_h, grid_w, bins, grad_bins.dtype).unsqueeze(1)
+    grad_bins = grad_bins / bin_counts(grid_h, grid_w, bins, grad_bins.dtype).unsqueeze(1)
     grad_rows = grad_output.new_zeros((n * height * width, c))
-    for lo, hi in _chunks(grid_h, grid_w, bins):
-        index, weight, offsets = _chunk_taps(input_shape, batch, grid_h, grid_w, pooled, place, lo, hi)
-        bag = torch.repeat_interleave(torch.arange(lo * bins, hi * bins, device=index.device),
-                                      torch.diff(offsets, append=offsets.new_tensor([index.numel()])))
-        grad_rows += transposed_row_sum(grad_bins, index, weight, bag, grad_rows.size(0))
+    for chunk in sample_chunks(input_shape, batch, grid_h, grid_w, pooled, place):
+        bag = bin_of_each_tap(chunk, bins)
+        grad_rows += transposed_row_sum(grad_bins, chunk.index, chunk.weight, bag, grad_rows.size(0))
     return grad_rows.reshape(n, height, width, c).permute(0, 3, 1, 2).contiguous()

@@ -1,6 +1,6 @@
 """NMS / box-IoU family: mmcv_runtime against compiled mmcv CPU, in the same process, interleaved.
 
-    python benchmarks/bench_nms.py [--repeat 7] [--threads N] [--json OUT]
+    python benchmarks/bench_nms.py [--repeat 7] [--threads N] [--memory] [--only TEXT] [--json OUT]
 
 With the reference oracle importable (see ../shared/tools/build-mmcv-reference.sh; install this
 package into its venv with ``pip install -e . --no-deps`` and run with ``PYTHONPATH=<mmcv src>``) it
@@ -10,21 +10,13 @@ Python loop over boxes) instead. Goal (issue 3): every ratio at or below 1.0 on 
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List
 
 import torch
+from _harness import mmcv_ops as mm
+from _harness import run
 
 import mmcv_runtime.ops as rt
-
-try:
-    import mmcv.ops as mm  # the oracle, when importable
-except Exception:  # noqa: BLE001 - any import failure means "no oracle"
-    mm = None
 
 
 def boxes_and_scores(n: int, seed: int, scale: float = 800.0):
@@ -88,54 +80,8 @@ def rotated_boxes(n: int, seed: int, scale: float = 800.0):
                       (torch.rand(n, 1, generator=g) - 0.5) * 3.1416], 1)
 
 
-def measure(fn: Optional[Callable], repeat: int, store: List[float]) -> None:
-    if fn is None:
-        return
-    start = time.perf_counter()
-    fn()
-    store.append(time.perf_counter() - start)
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"oracle: {'mmcv ' + __import__('mmcv').__version__ if mm else 'not importable'}")
-    for case in cases():
-        if case["runtime"] is None:
-            results.append(dict(name=case["name"], note="not implemented in the runtime yet"))
-            continue
-        times: Dict[str, List[float]] = {"runtime": [], "mmcv": [], "naive": []}
-        for fn in (case["runtime"], case["mmcv"], case["naive"]):  # warm-up
-            measure(fn, 1, [])
-        for _ in range(args.repeat):  # interleaved rounds
-            for key in ("runtime", "mmcv", "naive"):
-                measure(case[key], 1, times[key])
-        row = dict(name=case["name"], **{f"{k}_s": statistics.median(v) for k, v in times.items() if v})
-        if "mmcv_s" in row:
-            row["ratio"] = row["runtime_s"] / row["mmcv_s"]
-        elif "naive_s" in row:
-            row["ratio_vs_naive"] = row["runtime_s"] / row["naive_s"]
-        results.append(row)
-    print(f"{'case':40s} {'runtime ms':>11s} {'mmcv ms':>9s} {'ratio':>7s}  {'naive ms':>9s}")
-    for row in results:
-        if "note" in row:
-            print(f"{row['name']:40s} {row['note']}")
-            continue
-        mmcv_ms = f"{row['mmcv_s'] * 1e3:9.2f}" if "mmcv_s" in row else f"{'-':>9s}"
-        ratio = f"{row['ratio']:7.2f}" if "ratio" in row else f"{'-':>7s}"
-        naive = f"{row['naive_s'] * 1e3:9.2f}" if "naive_s" in row else f"{'-':>9s}"
-        print(f"{row['name']:40s} {row['runtime_s'] * 1e3:11.2f} {mmcv_ms} {ratio}  {naive}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=1)
-    return 0
+    return run(cases(), __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ gradient's four taps, as mmcv's does.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Iterator, List, NamedTuple, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
 from .. import registry
-from ._bilinear import bilinear_taps, channels_last_rows, weighted_row_sum
+from ._bilinear import bilinear_taps, channels_last_rows, transposed_row_sum, weighted_row_sum
 from ._checks import check_choice, check_feature_map, check_rois, renamed_kwargs
 from ._roi_sampling import BinSamples, adaptive_grid, average_bins, average_bins_backward, ragged_samples
 
@@ -77,37 +77,58 @@ def roi_align_forward(input: Tensor, rois: Tensor, pooled: Tuple[int, int], spat
     return _max_pool(input, geometry)
 
 
-def _max_pool(input: Tensor, geometry: _Geometry) -> Tuple[Tensor, Tensor, Tensor]:
-    n, c, height, width = input.shape
-    k, (ph, pw) = geometry.batch.numel(), geometry.pooled
-    out = input.new_empty((k, ph * pw, c))
-    arg_y, arg_x = torch.full_like(out, -1.0), torch.full_like(out, -1.0)
-    rows = channels_last_rows(input)
-    per_roi = (geometry.grid_h * geometry.grid_w * (ph * pw * max(c, 1))).clamp(min=1)
+class _PaddedChunk(NamedTuple):
+    lo: int
+    hi: int
+    samples_per_bin: int  # the chunk's largest grid; smaller grids are padded
+    y: Tensor  # (RoIs x bins x samples,) sample coordinates
+    x: Tensor
+    index: Tensor  # (RoIs x bins x samples, 4) taps into the flat rows
+    weight: Tensor
+    real: Tensor  # (RoIs x bins x samples,) False for padding
+
+
+def _padded_chunks(geometry: _Geometry, input_shape, channels: int) -> Iterator[_PaddedChunk]:
+    """RoIs in chunks of bounded (samples x channels), every bin padded to the chunk's largest grid
+    so that the samples of a bin can be compared along one axis."""
+    _, _, height, width = input_shape
+    ph, pw = geometry.pooled
+    per_roi = (geometry.grid_h * geometry.grid_w * (ph * pw * max(channels, 1))).clamp(min=1)
     lo = 0
     for hi in _max_chunk_ends(per_roi):
         grid_h, grid_w = geometry.grid_h[lo:hi], geometry.grid_w[lo:hi]
-        # pad every bin of the chunk to the chunk's largest grid; padded samples never win
         gh, gw = int(grid_h.max()), int(grid_w.max())
         samples = ragged_samples(torch.full_like(grid_h, gh), torch.full_like(grid_w, gw), ph, pw)
         y, x = geometry.place(samples, lo)
         index, weight = bilinear_taps(y, x, height, width)
         index = index + (geometry.batch[lo:hi][samples.roi] * (height * width)).unsqueeze(1)
-        with torch.no_grad():
-            values = weighted_row_sum(rows, index, weight).reshape(hi - lo, ph * pw, gh * gw, c)
         real = (samples.iy < grid_h[samples.roi]) & (samples.ix < grid_w[samples.roi])
-        values = values.masked_fill(~real.reshape(hi - lo, ph * pw, gh * gw, 1), float("-inf"))
-        floor = values.new_full((hi - lo, ph * pw, 1, c), _MAX_FLOOR)
-        # torch.max returns the first maximum: with the floor first, a sample must beat it strictly
-        best, which = torch.cat([floor, values], 2).max(2)
-        out[lo:hi] = best
-        sample = (which - 1).clamp(min=0)
-        picked = which > 0
-        ys = y.reshape(hi - lo, ph * pw, gh * gw).gather(2, sample)
-        xs = x.reshape(hi - lo, ph * pw, gh * gw).gather(2, sample)
-        arg_y[lo:hi] = torch.where(picked, ys, arg_y[lo:hi])
-        arg_x[lo:hi] = torch.where(picked, xs, arg_x[lo:hi])
+        # padding of an empty grid sits at 0/0: keep its NaN coordinates out of the taps
+        weight = torch.where(real.unsqueeze(1), weight, torch.zeros_like(weight))
+        yield _PaddedChunk(lo, hi, gh * gw, y, x, index, weight, real)
         lo = hi
+
+
+def _max_pool(input: Tensor, geometry: _Geometry) -> Tuple[Tensor, Tensor, Tensor]:
+    n, c, height, width = input.shape
+    k, (ph, pw) = geometry.batch.numel(), geometry.pooled
+    bins = ph * pw
+    out = input.new_full((k, bins, c), _MAX_FLOOR)
+    arg_y, arg_x = torch.full_like(out, -1.0), torch.full_like(out, -1.0)
+    rows = channels_last_rows(input)
+    for chunk in _padded_chunks(geometry, input.shape, c):
+        if chunk.samples_per_bin == 0:
+            continue  # no samples: the floor, no argmax
+        shape = (chunk.hi - chunk.lo, bins, chunk.samples_per_bin)
+        values = weighted_row_sum(rows, chunk.index, chunk.weight).view(*shape, c)
+        if not bool(chunk.real.all()):
+            values.masked_fill_(~chunk.real.view(*shape, 1), float("-inf"))
+        # the first largest sample (torch.max keeps the first); it must beat the floor strictly
+        best, which = values.max(2)
+        picked = best > _MAX_FLOOR
+        out[chunk.lo:chunk.hi] = torch.where(picked, best, out.new_tensor(_MAX_FLOOR))
+        arg_y[chunk.lo:chunk.hi] = torch.where(picked, chunk.y.view(shape).gather(2, which), -1.0)
+        arg_x[chunk.lo:chunk.hi] = torch.where(picked, chunk.x.view(shape).gather(2, which), -1.0)
 
     def layout(t: Tensor) -> Tensor:
         return t.reshape(k, ph, pw, c).permute(0, 3, 1, 2).contiguous()
@@ -115,7 +136,7 @@ def _max_pool(input: Tensor, geometry: _Geometry) -> Tuple[Tensor, Tensor, Tenso
     return layout(out), layout(arg_y), layout(arg_x)
 
 
-def _max_chunk_ends(per_roi: Tensor):
+def _max_chunk_ends(per_roi: Tensor) -> List[int]:
     if per_roi.numel() == 0:
         return []
     total = torch.cumsum(per_roi, 0)
@@ -130,32 +151,52 @@ def roi_align_backward(grad_output: Tensor, rois: Tensor, argmax_y: Tensor, argm
                        pooled: Tuple[int, int], spatial_scale: float, sampling_ratio: int, pool_mode: int,
                        aligned: bool) -> Tensor:
     """The input gradient (N, C, H, W) of :func:`roi_align_forward` (mmcv's backward kernel)."""
-    geometry = _Geometry("roi_align", input_shape, rois, pooled, spatial_scale, sampling_ratio, aligned,
-                         grad_output.dtype)
     if pool_mode == 1:
+        geometry = _Geometry("roi_align", input_shape, rois, pooled, spatial_scale, sampling_ratio, aligned,
+                             grad_output.dtype)
         return average_bins_backward(grad_output, input_shape, geometry.batch, geometry.grid_h, geometry.grid_w,
                                      pooled, geometry.place)
-    return _max_pool_backward(grad_output, geometry.batch, argmax_y, argmax_x, input_shape)
+    # the samples are placed in the forward's dtype, so that they equal the recorded maxima exactly
+    geometry = _Geometry("roi_align", input_shape, rois, pooled, spatial_scale, sampling_ratio, aligned,
+                         argmax_y.dtype)
+    return _max_pool_backward(grad_output, geometry, argmax_y, argmax_x, input_shape)
 
 
-def _max_pool_backward(grad_output: Tensor, batch: Tensor, argmax_y: Tensor, argmax_x: Tensor,
+def _max_pool_backward(grad_output: Tensor, geometry: _Geometry, argmax_y: Tensor, argmax_x: Tensor,
                        input_shape) -> Tensor:
-    """Each output's gradient goes to the four taps of its recorded maximum, channel by channel."""
+    """Each output's gradient goes to the four taps of its recorded maximum, as mmcv's kernel does.
+
+    The maximum is found again among the bin's samples by its coordinates (the first sample at
+    them), so the gradient becomes one (samples x channels) matrix that a transposed gather
+    spreads over the taps, instead of four scattered adds per output element.
+    """
     n, c, height, width = input_shape
-    grad_input = grad_output.new_zeros(n * c * height * width)
-    k = grad_output.size(0)
-    per_roi = max(1, grad_output[0].numel() * 4) if k else 1
-    step = max(1, _MAX_CHUNK_ELEMENTS // per_roi)
-    for lo in range(0, k, step):
-        hi = min(lo + step, k)
-        y, x = argmax_y[lo:hi], argmax_x[lo:hi]
-        index, weight = bilinear_taps(y, x, height, width)
-        weight = weight * (y != -1).unsqueeze(-1)  # no maximum recorded: no gradient
-        plane = (batch[lo:hi].view(-1, 1, 1, 1) * c + torch.arange(c, device=y.device).view(1, -1, 1, 1))
-        index = index + (plane * (height * width)).unsqueeze(-1)
-        grad_input.index_add_(0, index.reshape(-1),
-                              (grad_output[lo:hi].unsqueeze(-1) * weight).reshape(-1))
-    return grad_input.reshape(n, c, height, width)
+    k, (ph, pw) = geometry.batch.numel(), geometry.pooled
+    bins = ph * pw
+
+    def bins_last(t: Tensor) -> Tensor:  # (K, C, ph, pw) -> (K, bins, C)
+        return t.permute(0, 2, 3, 1).reshape(k, bins, c)
+
+    grad, max_y, max_x = bins_last(grad_output), bins_last(argmax_y), bins_last(argmax_x)
+    grad_rows = grad_output.new_zeros((n * height * width, c))
+    for chunk in _padded_chunks(geometry, input_shape, c):
+        if chunk.samples_per_bin == 0:
+            continue
+        shape = (chunk.hi - chunk.lo, bins, chunk.samples_per_bin)
+        span = slice(chunk.lo, chunk.hi)
+        # mmcv skips outputs whose recorded y is -1 (no maximum; also a real sample at y == -1)
+        pending = max_y[span] != -1
+        y, x, real = chunk.y.view(shape), chunk.x.view(shape), chunk.real.view(shape)
+        per_sample = grad.new_empty((*shape, c))
+        for sample in range(chunk.samples_per_bin):  # the first sample at the recorded maximum takes it
+            hit = (pending & real[:, :, sample, None] & (y[:, :, sample, None] == max_y[span])
+                   & (x[:, :, sample, None] == max_x[span]))
+            per_sample[:, :, sample] = grad[span] * hit
+            pending &= ~hit
+        sample_of_tap = torch.arange(chunk.index.size(0), device=grad.device).repeat_interleave(4)
+        grad_rows += transposed_row_sum(per_sample.view(-1, c), chunk.index.reshape(-1), chunk.weight.reshape(-1),
+                                        sample_of_tap, grad_rows.size(0))
+    return grad_rows.reshape(n, height, width, c).permute(0, 3, 1, 2).contiguous()
 
 
 class RoIAlignFunction(torch.autograd.Function):

@@ -1,0 +1,112 @@
+"""The shared loop of the op benchmarks: the runtime against compiled mmcv (and optionally a naive
+baseline), in one process, interleaved rounds, medians; optionally the peak memory of each call.
+
+A case is a dict: ``name``, and callables (or None) ``runtime``, ``mmcv``, ``naive``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+try:
+    import mmcv.ops as mmcv_ops  # the oracle, when importable
+except Exception:  # noqa: BLE001 - any import failure means "no oracle"
+    mmcv_ops = None
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_kb(field: str) -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_extra_mb(fn: Callable) -> Optional[float]:
+    """Resident memory a call adds at its peak, in MiB (Linux: resets VmHWM through clear_refs).
+
+    Meaningful only when freed memory leaves the process, which :func:`run` arranges by starting
+    itself again with glibc's ``MALLOC_MMAP_THRESHOLD_`` set: large blocks are then mapped per
+    allocation and unmapped when freed, instead of staying in the heap for the next call to reuse.
+    """
+    if not _CLEAR_REFS.exists():
+        return None
+    gc.collect()
+    _CLEAR_REFS.write_text("5")
+    base = _status_kb("VmRSS")
+    fn()
+    return (_status_kb("VmHWM") - base) / 1024
+
+
+def _timed(fn: Optional[Callable], store: List[float]) -> None:
+    if fn is not None:
+        start = time.perf_counter()
+        fn()
+        store.append(time.perf_counter() - start)
+
+
+def run(cases: List[Dict], description: str, argv=None) -> int:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--memory", action="store_true", help="also report the peak memory of each call")
+    parser.add_argument("--only", default=None, help="run the cases whose name contains this text")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    if args.memory and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    oracle = "mmcv " + __import__("mmcv").__version__ if mmcv_ops else "not importable"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}, oracle: {oracle}")
+    results = []
+    for case in cases:
+        if args.only and args.only not in case["name"]:
+            continue
+        times: Dict[str, List[float]] = {"runtime": [], "mmcv": [], "naive": []}
+        for key in times:  # warm-up
+            _timed(case.get(key), [])
+        for _ in range(args.repeat):  # interleaved rounds
+            for key in times:
+                _timed(case.get(key), times[key])
+        row = dict(name=case["name"], **{f"{k}_s": statistics.median(v) for k, v in times.items() if v})
+        if "mmcv_s" in row:
+            row["ratio"] = row["runtime_s"] / row["mmcv_s"]
+        if args.memory:
+            for key in ("runtime", "mmcv"):
+                if case.get(key) is not None:
+                    row[f"{key}_peak_mb"] = peak_extra_mb(case[key])
+        results.append(row)
+        _print_row(row, args.memory, header=len(results) == 1)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def _print_row(row: Dict, memory: bool, header: bool) -> None:
+    def cell(key: str, scale: float = 1e3, width: int = 9, digits: int = 2) -> str:
+        return f"{row[key] * scale:{width}.{digits}f}" if row.get(key) is not None else f"{'-':>{width}s}"
+
+    if header:
+        print(f"{'case':48s} {'runtime ms':>10s} {'mmcv ms':>9s} {'ratio':>6s} {'naive ms':>9s}"
+              + (f" {'runtime MiB':>11s} {'mmcv MiB':>9s}" if memory else ""))
+    line = (f"{row['name']:48s} {cell('runtime_s', width=10)} {cell('mmcv_s')} {cell('ratio', 1, 6)} "
+            f"{cell('naive_s')}")
+    if memory:
+        line += f" {cell('runtime_peak_mb', 1, 11, 1)} {cell('mmcv_peak_mb', 1, 9, 1)}"
+    print(line, flush=True)

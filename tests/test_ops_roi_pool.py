@@ -36,7 +36,7 @@ def test_mmcv_expectations(case, dtype):
 
 def kernel_transcription(x, rois, ph, pw, s):
     """mmcv's roi_pool_forward_cuda_kernel, one output element at a time."""
-    k_count, (n, c_count, height, width) = rois.size(0), x.shape
+    k_count, (_, c_count, height, width) = rois.size(0), x.shape
     out = torch.zeros(k_count, c_count, ph, pw, dtype=x.dtype)
     arg = torch.zeros(k_count, c_count, ph, pw, dtype=torch.int32)
     for k in range(k_count):

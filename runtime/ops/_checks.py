@@ -7,6 +7,7 @@ shape or value, ``TypeError`` for a bad type or dtype.
 from __future__ import annotations
 
 import functools
+import operator
 import warnings
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -118,3 +119,30 @@ def check_feature_map(op: str, input: Tensor, rois: Tensor, name: str = "input")
     check_same_device(op, **{name: input, "rois": rois})
     if isinstance(rois, Tensor) and rois.dtype != input.dtype:  # the kernels read both as one scalar type
         raise TypeError(f"{op}: rois must have the dtype of {name} ({input.dtype}), got {rois.dtype}")
+
+
+def autocast_common_dtype(features: Any, boxes: Any) -> Tuple[Any, Any]:
+    """Under autocast, half features with float32 boxes (what autocast produces) run in the wider
+    dtype, so that box coordinates are not rounded to half precision; mmcv's kernels, which ignore
+    autocast, would reject the pair. Outside autocast a dtype mismatch stays an error."""
+    if not (isinstance(features, Tensor) and isinstance(boxes, Tensor)) or features.dtype == boxes.dtype:
+        return features, boxes
+    if not (features.is_floating_point() and boxes.is_floating_point()):
+        return features, boxes
+    if not torch.is_autocast_enabled(features.device.type):
+        return features, boxes
+    common = torch.promote_types(features.dtype, boxes.dtype)
+    return features.to(common), boxes.to(common)
+
+
+def check_int(op: str, name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int (anything with ``__index__``, not a bool) of at least ``minimum``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be an int, got bool")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}") from None
+    if number < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {number}")
+    return number

@@ -128,7 +128,8 @@ def average_bins(input: Tensor, batch: Tensor, grid_h: Tensor, grid_w: Tensor, p
     parts = [weighted_row_sum(rows, chunk.index, chunk.weight, chunk.offsets)
              for chunk in sample_chunks(input.shape, batch, grid_h, grid_w, pooled, place)]
     sums = torch.cat(parts) if parts else input.new_zeros((0, c))
-    out = sums / bin_counts(grid_h, grid_w, bins, sums.dtype).unsqueeze(1)
+    counts = bin_counts(grid_h, grid_w, bins, sums.dtype).unsqueeze(1)
+    out = sums / counts if sums.requires_grad else sums.div_(counts)  # in place: one (bins, C) copy less
     return out.reshape(k, *pooled, c).permute(0, 3, 1, 2).contiguous()
 
 

@@ -23,8 +23,7 @@ Semantics follow mmcv's CUDA kernel (mmcv has no CPU kernel for this op):
 
 from __future__ import annotations
 
-import operator
-from typing import Any, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -34,6 +33,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import registry
 from ._bilinear import bilinear_taps, weighted_row_sum
+from ._checks import autocast_common_dtype, check_int
 
 _OP = "border_align"
 
@@ -42,18 +42,6 @@ _SCATTER_CHUNK = 1 << 22
 
 
 # --- checks ---------------------------------------------------------------------------------
-
-
-def check_pool_size(pool_size: Any) -> int:
-    if isinstance(pool_size, bool):
-        raise TypeError(f"{_OP}: pool_size must be an int, got bool")
-    try:
-        size = operator.index(pool_size)
-    except TypeError:
-        raise TypeError(f"{_OP}: pool_size must be an int, got {type(pool_size).__name__}") from None
-    if size < 0:
-        raise ValueError(f"{_OP}: pool_size must be >= 0, got {size}")
-    return size
 
 
 def check_inputs(input: Tensor, boxes: Tensor) -> None:
@@ -201,9 +189,9 @@ class BorderAlignFunction(Function):
     @staticmethod
     def forward(ctx, input: Tensor, boxes: Tensor, pool_size: int) -> Tensor:
         ctx.input_dtype = getattr(input, "dtype", None)
-        input, boxes = _autocast_to_common_dtype(input, boxes)
+        input, boxes = autocast_common_dtype(input, boxes)
         check_inputs(input, boxes)
-        ctx.pool_size = check_pool_size(pool_size)
+        ctx.pool_size = check_int(_OP, "pool_size", pool_size, 0)
         ctx.input_shape = input.size()
         output, argmax_idx = border_align_forward_core(input, boxes, ctx.pool_size)
         ctx.save_for_backward(boxes, argmax_idx)
@@ -216,20 +204,6 @@ class BorderAlignFunction(Function):
         grad_input = grad_output.new_zeros(ctx.input_shape, dtype=boxes.dtype)
         border_align_backward_core(grad_output, boxes, argmax_idx, grad_input, ctx.pool_size)
         return grad_input.to(ctx.input_dtype), None, None
-
-
-def _autocast_to_common_dtype(input: Any, boxes: Any) -> Tuple[Any, Any]:
-    """Under autocast, half features with float32 boxes (what autocast produces) run in the wider
-    dtype, so that box coordinates are not rounded to half precision; mmcv's kernel, which ignores
-    autocast, would reject the pair. Outside autocast a dtype mismatch stays an error."""
-    if not (isinstance(input, Tensor) and isinstance(boxes, Tensor)) or input.dtype == boxes.dtype:
-        return input, boxes
-    if not (input.is_floating_point() and boxes.is_floating_point()):
-        return input, boxes
-    if not torch.is_autocast_enabled(input.device.type):
-        return input, boxes
-    common = torch.promote_types(input.dtype, boxes.dtype)
-    return input.to(common), boxes.to(common)
 
 
 border_align = BorderAlignFunction.apply

@@ -187,12 +187,7 @@ class DeformRoIPoolPack(DeformRoIPool):
         self.offset_fc = _offset_head(self.output_size, output_channels, deform_fc_channels, 2)
 
     def forward(self, input: Tensor, rois: Tensor) -> Tensor:  # type: ignore[override]
-        _check_channels(input, self.output_channels)
-        x = deform_roi_pool(input, rois, None, self.output_size, self.spatial_scale, self.sampling_ratio,
-                            self.gamma)
-        offset = self.offset_fc(x.view(rois.size(0), -1)).view(rois.size(0), 2, *self.output_size)
-        return deform_roi_pool(input, rois, offset, self.output_size, self.spatial_scale, self.sampling_ratio,
-                               self.gamma)
+        return _pool_twice(self, input, rois)[0]
 
 
 class ModulatedDeformRoIPoolPack(DeformRoIPool):
@@ -213,19 +208,19 @@ class ModulatedDeformRoIPoolPack(DeformRoIPool):
         self.mask_fc[2].bias.data.zero_()
 
     def forward(self, input: Tensor, rois: Tensor) -> Tensor:  # type: ignore[override]
-        _check_channels(input, self.output_channels)
-        x = deform_roi_pool(input, rois, None, self.output_size, self.spatial_scale, self.sampling_ratio,
-                            self.gamma)
-        k = rois.size(0)
-        offset = self.offset_fc(x.view(k, -1)).view(k, 2, *self.output_size)
-        mask = self.mask_fc(x.view(k, -1)).view(k, 1, *self.output_size)
-        return deform_roi_pool(input, rois, offset, self.output_size, self.spatial_scale, self.sampling_ratio,
-                               self.gamma) * mask
+        deformed, plain = _pool_twice(self, input, rois)
+        return deformed * self.mask_fc(plain).view(rois.size(0), 1, *self.output_size)
 
 
-def _check_channels(input: Tensor, expected: int) -> None:
-    if input.size(1) != expected:
-        raise ValueError(f"{_OP}: input has {input.size(1)} channels, the module was built for {expected}")
+def _pool_twice(pack: DeformRoIPool, input: Tensor, rois: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(deformed pooling, plain pooling flattened per RoI)``: the plain one predicts the offsets."""
+    if input.size(1) != pack.output_channels:
+        raise ValueError(f"{_OP}: input has {input.size(1)} channels, the module was built for "
+                         f"{pack.output_channels}")
+    args = (pack.output_size, pack.spatial_scale, pack.sampling_ratio, pack.gamma)
+    plain = deform_roi_pool(input, rois, None, *args).view(rois.size(0), -1)
+    offset = pack.offset_fc(plain).view(rois.size(0), 2, *pack.output_size)
+    return deform_roi_pool(input, rois, offset, *args), plain
 
 
 registry.register(registry.OpEntry(

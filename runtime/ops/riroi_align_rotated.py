@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import operator
 from typing import Any, Optional, Tuple, Union
 
 import torch
@@ -38,7 +37,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from .. import registry
-from ._checks import check_feature_map, check_rois
+from ._checks import autocast_common_dtype, check_feature_map, check_int, check_rois
 from ._roi_sampling import BinSamples, average_bins, average_bins_backward
 
 __all__ = ["RiRoIAlignRotated", "RiRoIAlignRotatedFunction", "riroi_align_rotated"]
@@ -61,35 +60,12 @@ def _out_size(out_size: Any) -> Tuple[int, int]:
     return int(pooled[0]), int(pooled[1])
 
 
-def _positive_int(name: str, value: Any) -> int:
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{_OP}: {name} must be an int, got {type(value).__name__}") from None
-    if number < 1:
-        raise ValueError(f"{_OP}: {name} must be positive, got {number}")
-    return number
-
-
 def _autocast_off(device: torch.device):
     """The core runs in its inputs' dtypes: mmcv's kernels ignore autocast, and the orientation GEMM
     must not drop to half precision."""
     if torch.amp.is_autocast_available(device.type):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
-
-
-def _under_autocast_common_dtype(features: Any, rois: Any) -> Tuple[Any, Any]:
-    """Under autocast, half features with float32 RoIs (what autocast produces) run in the wider
-    dtype; mmcv's kernel would reject the pair. Outside autocast a dtype mismatch stays an error."""
-    if not (isinstance(features, Tensor) and isinstance(rois, Tensor)) or features.dtype == rois.dtype:
-        return features, rois
-    if not (features.is_floating_point() and rois.is_floating_point()):
-        return features, rois
-    if not torch.is_autocast_enabled(features.device.type):
-        return features, rois
-    common = torch.promote_types(features.dtype, rois.dtype)
-    return features.to(common), rois.to(common)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -103,7 +79,7 @@ class _Geometry:
     def __init__(self, feature_shape, rois: Tensor, pooled: Tuple[int, int], spatial_scale: float,
                  num_samples: int, num_orientations: int, clockwise: bool, dtype: torch.dtype):
         n, channels, height, width = feature_shape
-        num_orientations = _positive_int("num_orientations", num_orientations)
+        num_orientations = check_int(_OP, "num_orientations", num_orientations, 1)
         if channels % num_orientations:
             raise ValueError(f"{_OP}: features has {channels} channels, not a multiple of "
                              f"num_orientations={num_orientations}")
@@ -210,7 +186,7 @@ class RiRoIAlignRotatedFunction(torch.autograd.Function):
                 num_samples: int = 0, num_orientations: int = 8, clockwise: bool = False) -> Tensor:
         pooled = _out_size(out_size)
         ctx.features_dtype = getattr(features, "dtype", None)
-        features, rois = _under_autocast_common_dtype(features, rois)
+        features, rois = autocast_common_dtype(features, rois)
         ctx.spatial_scale = spatial_scale
         ctx.num_samples = num_samples
         ctx.num_orientations = num_orientations

@@ -182,3 +182,15 @@ def test_ext_adapters():
     want_input, want_offset = drp.deform_roi_pool_backward(grad_output, x, rois, offset, (2, 2), 1.0, 0, 0.1)
     torch.testing.assert_close(grad_input, want_input + 1)
     torch.testing.assert_close(grad_offset, want_offset + 1)
+
+
+def test_offset_gradient_ignores_off_map_samples_next_to_an_infinite_pixel():
+    x = torch.randn(1, 1, 6, 6, dtype=torch.float64)
+    x[0, 0, 0, 0] = float("inf")
+    rois = torch.tensor([[0, 1.5, 1.5, 4.5, 4.5], [0, 20.0, 20.0, 24.0, 24.0]], dtype=torch.float64)
+    offset = torch.zeros(2, 2, 2, 2, dtype=torch.float64)
+    grad_output = torch.ones(2, 1, 2, 2, dtype=torch.float64)
+    out = drp.deform_roi_pool_forward(x, rois, offset, (2, 2), 1.0, 2, 0.1)
+    _, grad_offset = drp.deform_roi_pool_backward(grad_output, x, rois, offset, (2, 2), 1.0, 2, 0.1)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    assert torch.equal(grad_offset[1], torch.zeros_like(grad_offset[1]))

@@ -185,3 +185,17 @@ def test_ext_adapters_write_in_place():
     grad_input = torch.ones_like(x)
     ext.bezier_align_backward(case["grad_output"], rois, grad_input, 2, 5, 1.0, kw["sampling_ratio"], kw["aligned"])
     torch.testing.assert_close(grad_input, case["grad_input"] + 1)  # added into, like the kernel
+
+
+@pytest.mark.parametrize("name", ["roi_align avg", "roi_align max", "roi_align_rotated", "bezier_align"])
+def test_samples_off_the_map_read_nothing_even_next_to_an_infinite_pixel(name):
+    """mmcv's kernels skip out-of-map samples; the runtime's taps for them must not touch pixel (0, 0)."""
+    x = torch.randn(1, 2, 6, 6)
+    x[0, :, 0, 0] = float("inf")
+    far = {"roi_align avg": (torch.tensor([[0, 20.0, 20, 30, 30]]), dict(pool_mode="avg")),
+           "roi_align max": (torch.tensor([[0, 20.0, 20, 30, 30]]), dict(pool_mode="max")),
+           "roi_align_rotated": (torch.tensor([[0, 30.0, 30, 4, 4, 0.3]]), {}),
+           "bezier_align": (torch.tensor([[0] + [40.0, 40.0] * 8]), {})}[name]
+    fn = FUNCTIONS[name.split()[0]]
+    out = fn(x, far[0], 2, 1.0, 2, **far[1]) if name.startswith("roi_align ") else fn(x, far[0], 2, 1.0, 2)
+    assert torch.equal(out, torch.zeros_like(out))  # max pooling too: a sample reading 0 beats -10000

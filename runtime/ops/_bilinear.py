@@ -59,8 +59,9 @@ def bilinear_taps(y: Tensor, x: Tensor, height: int, width: int) -> Tuple[Tensor
     (H, W) map and their bilinear weights, by mmcv's rules (see the module docstring). The taps
     are ordered (y_low, x_low), (y_low, x_high), (y_high, x_low), (y_high, x_high).
 
-    Points outside ``[-1, H] x [-1, W]`` get index 0 and weight 0 (so a non-finite value at pixel
-    (0, 0) turns such a point into NaN, where mmcv's kernels read nothing). The weights are
+    Points outside ``[-1, H] x [-1, W]`` get index 0 and weight 0: a non-finite value at pixel (0, 0)
+    would turn such a point into NaN, where mmcv's kernels read nothing, so readers of maps that
+    may hold one send these taps to a zero row instead (:func:`rows_with_zero_row`). The weights are
     differentiable in ``y`` and ``x`` the way the kernels differentiate them: zero where a
     coordinate is clamped.
     """
@@ -79,6 +80,23 @@ def channels_last_rows(input: Tensor) -> Tensor:
     """(N, C, H, W) -> (N * H * W, C): one contiguous row of channels per pixel."""
     n, c, h, w = input.shape
     return input.permute(0, 2, 3, 1).reshape(n * h * w, c)
+
+
+def rows_with_zero_row(input: Tensor) -> Tuple[Tensor, Optional[int]]:
+    """``(rows, zero_row)``: :func:`channels_last_rows`, plus an appended zero row and its index when
+    pixel (0, 0) of some image is not finite (where out-of-map taps point), else None."""
+    rows = channels_last_rows(input)
+    if input.numel() == 0 or bool(torch.isfinite(input[:, :, 0, 0]).all()):
+        return rows, None
+    return torch.cat([rows, rows.new_zeros((1, rows.size(1)))]), rows.size(0)
+
+
+def redirect_outside_taps(index: Tensor, weight: Tensor, zero_row: Optional[int]) -> Tensor:
+    """``index`` ((..., 4) taps of :func:`bilinear_taps`) with out-of-map points sent to ``zero_row``:
+    their four weights are all 0, while the weights of a point on the map sum to 1."""
+    if zero_row is None:
+        return index
+    return torch.where((weight == 0).all(-1, keepdim=True), torch.full_like(index, zero_row), index)
 
 
 class _WeightedRowSum(torch.autograd.Function):

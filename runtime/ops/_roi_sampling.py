@@ -15,12 +15,13 @@ and the (N*H*W, C) gradient, as in mmcv's kernels.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple, Tuple
+from typing import Callable, Iterator, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ._bilinear import bag_of_each_tap, bilinear_taps, channels_last_rows, transposed_row_sum, weighted_row_sum
+from ._bilinear import (bag_of_each_tap, bilinear_taps, redirect_outside_taps, rows_with_zero_row, transposed_row_sum,
+                        weighted_row_sum)
 
 #: Bilinear taps (4 per sample) generated at once; about 24 bytes of index and weight each.
 _TAPS_PER_CHUNK = 1 << 22
@@ -94,14 +95,16 @@ class SampleChunk(NamedTuple):
 
 
 def sample_chunks(input_shape, batch: Tensor, grid_h: Tensor, grid_w: Tensor, pooled: Tuple[int, int],
-                  place: PlaceSamples) -> Iterator[SampleChunk]:
-    """The samples of all RoIs, a bounded chunk of RoIs at a time."""
+                  place: PlaceSamples, zero_row: Optional[int] = None) -> Iterator[SampleChunk]:
+    """The samples of all RoIs, a bounded chunk of RoIs at a time (out-of-map taps pointing at
+    ``zero_row`` when one is given, see :func:`._bilinear.rows_with_zero_row`)."""
     _, _, height, width = input_shape
     for lo, hi in _chunks(grid_h, grid_w, pooled[0] * pooled[1]):
         samples = ragged_samples(grid_h[lo:hi], grid_w[lo:hi], *pooled)
         y, x = place(samples, lo)
         index, weight = bilinear_taps(y, x, height, width)
         index = index + (batch[lo:hi][samples.roi] * (height * width)).unsqueeze(1)
+        index = redirect_outside_taps(index, weight, zero_row)
         yield SampleChunk(lo, hi, samples, y, x, index.reshape(-1), weight.reshape(-1), samples.bin_offsets * 4)
 
 
@@ -124,9 +127,9 @@ def average_bins(input: Tensor, batch: Tensor, grid_h: Tensor, grid_w: Tensor, p
     """
     k, c = batch.numel(), input.size(1)
     bins = pooled[0] * pooled[1]
-    rows = channels_last_rows(input)
+    rows, zero_row = rows_with_zero_row(input)
     parts = [weighted_row_sum(rows, chunk.index, chunk.weight, chunk.offsets)
-             for chunk in sample_chunks(input.shape, batch, grid_h, grid_w, pooled, place)]
+             for chunk in sample_chunks(input.shape, batch, grid_h, grid_w, pooled, place, zero_row)]
     sums = torch.cat(parts) if parts else input.new_zeros((0, c))
     counts = bin_counts(grid_h, grid_w, bins, sums.dtype).unsqueeze(1)
     out = sums / counts if sums.requires_grad else sums.div_(counts)  # in place: one (bins, C) copy less

@@ -106,10 +106,11 @@ def _offset_gradient(grad_output: Tensor, input: Tensor, g: _DeformGeometry, poo
         y, x = chunk.y, chunk.x  # unclamped, as the kernel's gradient uses them
         d_dx = torch.stack([y - corners.y_high, corners.y_high - y, corners.y_low - y, y - corners.y_low], 1)
         d_dy = torch.stack([x - corners.x_high, corners.x_low - x, corners.x_high - x, x - corners.x_low], 1)
-        inside = corners.inside.to(dots.dtype)
         bin_of_sample = bag.view(-1, 4)[:, 0]
-        grad_x.index_add_(0, bin_of_sample, (d_dx * dots).sum(1) * inside)
-        grad_y.index_add_(0, bin_of_sample, (d_dy * dots).sum(1) * inside)
+        # where, not a product: an out-of-map tap reads pixel (0, 0), which may be inf
+        zero = dots.new_zeros(())
+        grad_x.index_add_(0, bin_of_sample, torch.where(corners.inside, (d_dx * dots).sum(1), zero))
+        grad_y.index_add_(0, bin_of_sample, torch.where(corners.inside, (d_dy * dots).sum(1), zero))
     scale_x = (g.gamma * g.width).repeat_interleave(bins)
     scale_y = (g.gamma * g.height).repeat_interleave(bins)
     return torch.stack([grad_x * scale_x, grad_y * scale_y], 1).view(k, *pooled, 2).permute(0, 3, 1, 2).contiguous()

@@ -13,7 +13,7 @@ gradient's four taps, as mmcv's does.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, NamedTuple, Tuple, Union
+from typing import Any, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
 from .. import registry
-from ._bilinear import bilinear_taps, channels_last_rows, transposed_row_sum, weighted_row_sum
+from ._bilinear import bilinear_taps, redirect_outside_taps, rows_with_zero_row, transposed_row_sum, weighted_row_sum
 from ._checks import check_choice, check_feature_map, check_rois, renamed_kwargs
 from ._roi_sampling import BinSamples, adaptive_grid, average_bins, average_bins_backward, ragged_samples
 
@@ -88,7 +88,8 @@ class _PaddedChunk(NamedTuple):
     real: Tensor  # (RoIs x bins x samples,) False for padding
 
 
-def _padded_chunks(geometry: _Geometry, input_shape, channels: int) -> Iterator[_PaddedChunk]:
+def _padded_chunks(geometry: _Geometry, input_shape, channels: int,
+                   zero_row: Optional[int] = None) -> Iterator[_PaddedChunk]:
     """RoIs in chunks of bounded (samples x channels), every bin padded to the chunk's largest grid
     so that the samples of a bin can be compared along one axis."""
     _, _, height, width = input_shape
@@ -102,6 +103,7 @@ def _padded_chunks(geometry: _Geometry, input_shape, channels: int) -> Iterator[
         y, x = geometry.place(samples, lo)
         index, weight = bilinear_taps(y, x, height, width)
         index = index + (geometry.batch[lo:hi][samples.roi] * (height * width)).unsqueeze(1)
+        index = redirect_outside_taps(index, weight, zero_row)
         real = (samples.iy < grid_h[samples.roi]) & (samples.ix < grid_w[samples.roi])
         # padding of an empty grid sits at 0/0: keep its NaN coordinates out of the taps
         weight = torch.where(real.unsqueeze(1), weight, torch.zeros_like(weight))
@@ -115,8 +117,8 @@ def _max_pool(input: Tensor, geometry: _Geometry) -> Tuple[Tensor, Tensor, Tenso
     bins = ph * pw
     out = input.new_full((k, bins, c), _MAX_FLOOR)
     arg_y, arg_x = torch.full_like(out, -1.0), torch.full_like(out, -1.0)
-    rows = channels_last_rows(input)
-    for chunk in _padded_chunks(geometry, input.shape, c):
+    rows, zero_row = rows_with_zero_row(input)
+    for chunk in _padded_chunks(geometry, input.shape, c, zero_row):
         if chunk.samples_per_bin == 0:
             continue  # no samples: the floor, no argmax
         shape = (chunk.hi - chunk.lo, bins, chunk.samples_per_bin)

@@ -146,3 +146,9 @@ def check_int(op: str, name: str, value: Any, minimum: int) -> int:
     if number < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {number}")
     return number
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype an op computes in: half precision is widened to float32 (box and RoI geometry in
+    fp16 is too coarse, and CPU gathers want float32); other dtypes are kept."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

@@ -33,7 +33,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import registry
 from ._bilinear import bilinear_taps, weighted_row_sum
-from ._checks import autocast_common_dtype, check_int
+from ._checks import autocast_common_dtype, check_int, compute_dtype
 
 _OP = "border_align"
 
@@ -70,12 +70,6 @@ def check_inputs(input: Tensor, boxes: Tensor) -> None:
 
 
 # --- the functional core ---------------------------------------------------------------------
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # half types are sampled in float32 (CPU embedding_bag and accuracy); positions stay in the
-    # input dtype so the sampling points are the kernel's
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def border_walk(boxes: Tensor, pool_size: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -115,7 +109,7 @@ def border_align_forward_core(input: Tensor, boxes: Tensor, pool_size: int) -> T
     argmax = torch.zeros((n, c, k, 4), dtype=torch.int32, device=input.device)
     if output.numel() == 0 or h * w == 0:  # no element, or nothing to read (mmcv would read garbage)
         return output, argmax
-    compute = _compute_dtype(input.dtype)
+    compute = compute_dtype(input.dtype)
     rows = _feature_rows(input.detach().to(compute))
     base = _row_base(n, k, h * w, input.device)
     x, y, dx, dy = border_walk(boxes.detach(), pool_size)
@@ -145,7 +139,7 @@ def border_align_backward_core(grad_output: Tensor, boxes: Tensor, argmax_idx: T
     c, k = c4 // 4, boxes.size(1)
     if grad_output.numel() == 0 or h * w == 0:
         return grad_input
-    compute = _compute_dtype(grad_input.dtype)
+    compute = compute_dtype(grad_input.dtype)
     # Taps of every point of every walk: (N, K, 4 borders, P + 1 points, 4 taps); the backward
     # recomputes a point as start + step * i (not the forward's repeated addition), like mmcv.
     x0, y0, dx, dy = border_walk(boxes.detach().to(grad_input.dtype), pool_size)

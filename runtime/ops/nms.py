@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from .. import registry
-from ._checks import check_boxes, check_choice, check_same_device, check_scores, renamed_kwargs, to_tensor
+from ._checks import (check_boxes, check_choice, check_same_device, check_scores, compute_dtype, renamed_kwargs,
+                      to_tensor)
 from .bbox import box_areas, pairwise_iou, pairwise_overlap
 
 try:  # only for the type alias mmcv exposes; numpy is optional for the runtime
@@ -219,7 +220,7 @@ def nms_indices(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int
 
 def _compute_dtype(boxes: Tensor) -> Tensor:
     """Half-precision boxes are compared in float32 (IoUs of fp16 boxes lose too much)."""
-    return boxes.float() if boxes.dtype in (torch.float16, torch.bfloat16) else boxes
+    return boxes.to(compute_dtype(boxes.dtype))
 
 
 # --- soft-NMS ---------------------------------------------------------------------------------

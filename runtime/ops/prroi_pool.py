@@ -43,7 +43,7 @@ from torch.nn.modules.utils import _pair
 
 from .. import registry
 from ._bilinear import transposed_row_sum, weighted_row_sum
-from ._checks import check_same_device
+from ._checks import check_rois, check_same_device
 
 __all__ = ["PrRoIPool", "PrRoIPoolFunction", "prroi_pool"]
 
@@ -57,24 +57,19 @@ _TAPS = 36  # per bin: 4 corners x 3 rows x 3 columns of the summed-area table
 
 
 def _check_inputs(features: Tensor, rois: Tensor, pooled: Tuple[int, int]) -> Tensor:
-    """Validate the arguments; returns the (K,) batch index of each RoI (truncated like ``int(x)``)."""
-    for name, value in (("features", features), ("rois", rois)):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{_OP}: {name} must be a torch.Tensor, got {type(value).__name__}")
-        if not value.is_floating_point():
-            raise TypeError(f"{_OP}: {name} must be a floating point tensor, got {value.dtype}")
+    """Validate the arguments; returns the (K,) batch index of each RoI (truncated like ``int(x)``).
+    Unlike the RoIAlign family, features and rois may differ in dtype here."""
+    if not isinstance(features, Tensor):
+        raise TypeError(f"{_OP}: features must be a torch.Tensor, got {type(features).__name__}")
+    if not features.is_floating_point():
+        raise TypeError(f"{_OP}: features must be a floating point tensor, got {features.dtype}")
     if features.dim() != 4:
         raise ValueError(f"{_OP}: features must have shape (N, C, H, W), got {tuple(features.shape)}")
-    if rois.dim() != 2 or rois.size(1) != 5:
-        raise ValueError(f"{_OP}: rois must have shape (K, 5) as (batch, x1, y1, x2, y2), got {tuple(rois.shape)}")
-    check_same_device(_OP, features=features, rois=rois)
+    if isinstance(rois, Tensor):
+        check_same_device(_OP, features=features, rois=rois)
     if any(p <= 0 for p in pooled):
         raise ValueError(f"{_OP}: output_size must be positive, got {pooled}")
-    batch = rois[:, 0].detach().long()
-    if batch.numel() and bool(((batch < 0) | (batch >= features.size(0))).any()):
-        raise ValueError(f"{_OP}: rois[:, 0] (batch index) must be in [0, {features.size(0)}), "
-                         f"got values in [{int(batch.min())}, {int(batch.max())}]")
-    return batch
+    return check_rois(_OP, rois, features.size(0), 5)
 
 
 def _output_size(output_size: Union[int, Tuple[int, int]]) -> Tuple[int, int]:

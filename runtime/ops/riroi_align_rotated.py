@@ -37,7 +37,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from .. import registry
-from ._checks import autocast_common_dtype, check_feature_map, check_int, check_rois
+from ._checks import autocast_common_dtype, check_feature_map, check_int, check_rois, compute_dtype
 from ._roi_sampling import BinSamples, average_bins, average_bins_backward
 
 __all__ = ["RiRoIAlignRotated", "RiRoIAlignRotatedFunction", "riroi_align_rotated"]
@@ -66,11 +66,6 @@ def _autocast_off(device: torch.device):
     if torch.amp.is_autocast_available(device.type):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Half-precision inputs are computed in float32 (RoI geometry in fp16 is too coarse)."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 class _Geometry:
@@ -151,7 +146,7 @@ def riroi_align_rotated_forward(features: Tensor, rois: Tensor, pooled: Tuple[in
                                 num_samples: int, num_orientations: int, clockwise: bool) -> Tensor:
     """(K, C * O, PH, PW) from features (N, C * O, H, W) and rois (K, 6); no autograd graph."""
     check_feature_map(_OP, features, rois, "features")
-    dtype = _compute_dtype(features.dtype)
+    dtype = compute_dtype(features.dtype)
     geometry = _Geometry(features.shape, rois, pooled, spatial_scale, num_samples, num_orientations,
                          bool(clockwise), dtype)
     with torch.no_grad(), _autocast_off(features.device):
@@ -168,7 +163,7 @@ def riroi_align_rotated_backward(grad_output: Tensor, rois: Tensor, feature_shap
     expected = (rois.size(0) if rois.dim() == 2 else -1, feature_shape[1], *pooled)
     if grad_output.dim() != 4 or tuple(grad_output.shape) != expected:
         raise ValueError(f"{_OP}: grad_output must have shape {expected}, got {tuple(grad_output.shape)}")
-    dtype = _compute_dtype(grad_output.dtype)
+    dtype = compute_dtype(grad_output.dtype)
     geometry = _Geometry(feature_shape, rois, pooled, spatial_scale, num_samples, num_orientations,
                          bool(clockwise), dtype)
     with torch.no_grad(), _autocast_off(grad_output.device):

@@ -12,6 +12,7 @@ import importlib
 
 import numpy as np
 import pytest
+from kernel_reference import mmcv_bilinear
 import torch
 
 ba = importlib.import_module("mmcv_runtime.ops.border_align")
@@ -67,27 +68,13 @@ def test_mmcv_expectations(dtype, pool_size):
 
 def _bilinear(plane, y, x, f):
     h, w = plane.shape
-    if y < -1 or y > h or x < -1 or x > w:
+    point = mmcv_bilinear(h, w, y, x, f)
+    if point is None:
         return f(0), []
-    y, x = max(y, f(0)), max(x, f(0))
-    y_low, x_low = int(y), int(x)
-    if y_low >= h - 1:
-        y_low = y_high = h - 1
-        y = f(y_low)
-    else:
-        y_high = y_low + 1
-    if x_low >= w - 1:
-        x_low = x_high = w - 1
-        x = f(x_low)
-    else:
-        x_high = x_low + 1
-    ly, lx = f(y - y_low), f(x - x_low)
-    hy, hx = f(1) - ly, f(1) - lx
-    taps = [(y_low, x_low, hy * hx), (y_low, x_high, hy * lx), (y_high, x_low, ly * hx), (y_high, x_high, ly * lx)]
     value = f(0)
-    for r, c, wt in taps:
+    for r, c, wt in point.taps:
         value = f(value + f(wt * plane[r, c]))
-    return value, taps
+    return value, point.taps
 
 
 def _walk(box, border, pool_size, f):

@@ -8,6 +8,7 @@ import importlib
 import math
 
 import pytest
+from kernel_reference import mmcv_bilinear
 import torch
 
 from mmcv_runtime import ext_loader
@@ -40,26 +41,12 @@ def test_mmcv_expectations(case, pack):
 
 
 def _interpolate(img, y, x):
-    """mmcv's bilinear_interpolate(_gradient): (value, [(weight, row, col)] or None)."""
-    height, width = img.shape
-    if y < -1.0 or y > height or x < -1.0 or x > width:
+    """mmcv's bilinear_interpolate(_gradient): (value, (taps, y_low, y_high, x_low, x_high)) or (0, None)."""
+    point = mmcv_bilinear(*img.shape, y, x)
+    if point is None:
         return 0.0, None
-    y, x = max(y, 0.0), max(x, 0.0)
-    y_low, x_low = int(y), int(x)
-    if y_low >= height - 1:
-        y_high = y_low = height - 1
-        y = float(y_low)
-    else:
-        y_high = y_low + 1
-    if x_low >= width - 1:
-        x_high = x_low = width - 1
-        x = float(x_low)
-    else:
-        x_high = x_low + 1
-    ly, lx = y - y_low, x - x_low
-    taps = [((1 - ly) * (1 - lx), y_low, x_low), ((1 - ly) * lx, y_low, x_high), (ly * (1 - lx), y_high, x_low),
-            (ly * lx, y_high, x_high)]
-    return sum(w * float(img[r, c]) for w, r, c in taps), (taps, y_low, y_high, x_low, x_high)
+    value = sum(w * float(img[r, c]) for r, c, w in point.taps)
+    return value, ([(w, r, c) for r, c, w in point.taps], point.y_low, point.y_high, point.x_low, point.x_high)
 
 
 def kernel_transcription(x, rois, offset, grad_output, ph_n, pw_n, scale, ratio, gamma):

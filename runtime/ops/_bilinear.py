@@ -76,6 +76,38 @@ def bilinear_taps(y: Tensor, x: Tensor, height: int, width: int) -> Tuple[Tensor
     return index * inside, weight * inside
 
 
+def zero_padded_taps(y: Tensor, x: Tensor, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Taps of the *other* bilinear rule in mmcv, with zero padding per corner and no clamping.
+
+    Deformable convolution (``deformable_im2col_bilinear``), multi-scale deformable attention
+    (``ms_deform_attn_im2col_bilinear``) and Sparse4D's deformable aggregation read a point (y, x) like
+    ``grid_sample(padding_mode="zeros")``: a point reads only when ``-1 < y < H`` and ``-1 < x < W``
+    (strict); each of its four neighbours that lies off the map contributes 0; nothing is clamped.
+
+    Returns ``(index, weight, valid)``, each ``(*y.shape, 4)``, taps ordered as in
+    :func:`bilinear_taps`. ``index`` is ``row * width + col`` for a valid tap and 0 otherwise, with
+    ``weight`` 0 there; ``valid`` says which taps lie on the map, so a reader of a map that may hold a
+    non-finite value can send the others to a zero row (``torch.where(valid, index, zero_row)``):
+    redirecting by ``weight == 0`` would be wrong here, since a tap on the map has weight 0 at an
+    integral coordinate and its weight gradient (the sample's slope) must still see the pixel.
+    The weights are differentiable in ``y`` and ``x`` exactly as the kernels' coordinate gradients
+    (``get_coordinate_weight``): the slope of the zero-padded blend, 0 outside the open map.
+    """
+    y_low, x_low = y.detach().floor(), x.detach().floor()
+    ly, lx = y - y_low, x - x_low
+    hy, hx = 1 - ly, 1 - lx
+    inside = (y > -1) & (y < height) & (x > -1) & (x < width)
+    row_ok = (y_low >= 0, y_low + 1 <= height - 1)
+    col_ok = (x_low >= 0, x_low + 1 <= width - 1)
+    valid = torch.stack([row_ok[0] & col_ok[0], row_ok[0] & col_ok[1],
+                         row_ok[1] & col_ok[0], row_ok[1] & col_ok[1]], -1) & inside.unsqueeze(-1)
+    weight = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], -1) * valid
+    # int64 before adding: a float index loses exactness past 2**24 pixels
+    base = y_low.long() * width + x_low.long()
+    index = torch.stack([base, base + 1, base + width, base + width + 1], -1) * valid
+    return index, weight, valid
+
+
 def channels_last_rows(input: Tensor) -> Tensor:
     """(N, C, H, W) -> (N * H * W, C): one contiguous row of channels per pixel."""
     n, c, h, w = input.shape

@@ -16,9 +16,10 @@ from mmcv_migrate import cache as result_cache
 from mmcv_migrate.coverage import Coverage, load_coverage
 from mmcv_migrate.discovery import SourceFile, discover, module_name
 from mmcv_migrate.findings import FileError, FileResult
+from mmcv_migrate.rewrites import local_ops
 
 # Byte tokens that any use the rules act on must contain (config types are checked separately).
-_TOKENS = (b"mmcv", b"ext_loader", b"load_ext", b"Extension", b"cpp_extension")
+_TOKENS = (b"mmcv", b"ext_loader", b"load_ext", b"Extension", b"cpp_extension") + local_ops.PREFILTER_TOKENS
 _CONFIG_TYPE = re.compile(rb"""type['"]?\s*[=:]\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
 
 # Below this many candidate files, a process pool costs more than it saves.

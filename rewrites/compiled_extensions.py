@@ -11,6 +11,7 @@ from typing import Optional
 import libcst as cst
 
 from mmcv_migrate.findings import KIND_COMPILED_EXTENSION, UNCONVERTED
+from mmcv_migrate.rewrites import local_ops
 from mmcv_migrate.rewrites.collect import dotted_name
 from mmcv_migrate.rewrites.context import FileContext
 
@@ -40,7 +41,10 @@ def run(ctx: FileContext) -> None:
         if resolved not in _BUILDERS:
             continue
         name = _name_argument(call)
+        replaced = next((op for op in local_ops.LOCAL_OPS if name and name.rpartition(".")[2] == op.extension), None)
+        note = ("not rewritten; it needs a compiler and CUDA toolkit to build" if replaced is None else
+                f"mmcv_runtime provides this op: apply points its imports at {replaced.runtime_extension}, "
+                "after which this build step can go")
         ctx.add(call, rule=RULE, kind=KIND_COMPILED_EXTENSION, symbol=resolved, status=UNCONVERTED,
                 fixable=False, remaining=False,
-                message=f"{_BUILDERS[resolved]}{' ' + repr(name) if name else ''}: a project-local compiled op, "
-                "not rewritten; it needs a compiler and CUDA toolkit to build")
+                message=f"{_BUILDERS[resolved]}{' ' + repr(name) if name else ''}: a project-local compiled op, {note}")

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from mmcv_migrate.findings import CONVERTED, UNCONVERTED
-from mmcv_migrate.findings import KIND_EXT_LOADER, KIND_EXT_MODULE, KIND_IMPORT
+from mmcv_migrate.findings import KIND_COMPILED_EXTENSION, KIND_EXT_LOADER, KIND_EXT_MODULE, KIND_IMPORT
+from mmcv_migrate.rewrites import local_ops
 from mmcv_migrate.rewrites.context import FileContext
 
 RULE_OPS = "mmcv-ops"
 RULE_DEPRECATED = "deprecated-import"
 RULE_EXT = "mmcv-ext"
 RULE_EXT_LOADER = "ext-loader"
+RULE_LOCAL_OP = "local-op"
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,27 @@ def _ext_loader(path: str, ctx: FileContext, module_context: bool) -> Optional[T
                   else f"{matched} is parrots-only or private; mmcv_runtime.ext_loader does not provide it")
 
 
+def _local_op(path: str) -> Optional[Target]:
+    """A project-local compiled op the runtime replaces (see :mod:`.local_ops`)."""
+    found = local_ops.match(path)
+    if found is None:
+        return None
+    op = found.op
+    kind = KIND_COMPILED_EXTENSION if found.runtime_path.startswith(op.runtime_extension) else KIND_IMPORT
+    if found.in_runtime:
+        return Target(RULE_LOCAL_OP, kind, found.matched, found.matched, found.runtime_path,
+                      CONVERTED if found.provided else UNCONVERTED, False, found.is_module,
+                      "already on the runtime" + ("" if found.provided else f": {found.runtime_path} does not exist"),
+                      in_runtime=True)
+    if not found.provided:
+        return Target(RULE_LOCAL_OP, kind, found.matched, found.matched, found.runtime_path, UNCONVERTED, False,
+                      found.is_module, f"{found.matched} is not a function of {op.extension} that the runtime knows")
+    what = (f"the project-local compiled op {op.extension}" if kind == KIND_COMPILED_EXTENSION
+            else f"the wrapper of the project-local compiled op {op.extension}")
+    return Target(RULE_LOCAL_OP, kind, found.matched, found.matched, found.runtime_path, CONVERTED, True,
+                  found.is_module, f"{what}: mmcv_runtime provides it with the CUDA kernel's semantics on any device")
+
+
 _FAMILIES = (_ops, _deprecated, _ext, _ext_loader)
 
 # Runtime namespaces and the mmcv namespaces they stand for (longest first).
@@ -143,6 +166,9 @@ def classify(path: str, ctx: FileContext, module_context: bool = False) -> Optio
     ``module_context``: the path is known to name a module (``import mmcv.ops.nms as m``), so a
     submodule wins over an export of the same name.
     """
+    local = _local_op(path)
+    if local is not None:
+        return local
     if path.startswith("mmcv_runtime"):
         for runtime, mmcv in _RUNTIME_PREFIXES:
             rest = _split(path, runtime)

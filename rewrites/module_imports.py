@@ -99,6 +99,12 @@ def run(ctx: FileContext) -> None:
                     binding = _binding_of(ctx, alias)
                     if binding is not None:
                         root_bindings.setdefault(binding.name, []).append(binding)
+                elif "." not in full:
+                    # ``import deformable_aggregation_ext``: a top-level project-local extension
+                    target = classify(full, ctx, module_context=True)
+                    binding = _binding_of(ctx, alias) if target is not None and target.is_module else None
+                    if binding is not None:
+                        module_bindings.append(_ModuleBinding(binding, target))
 
     for module_binding in module_bindings:
         _module_binding(ctx, module_binding, moved)
@@ -121,10 +127,15 @@ def _binding_of(ctx: FileContext, alias: cst.ImportAlias) -> Optional[Binding]:
 def _import_from(ctx: FileContext, statement: ImportStatement, moved, module_bindings) -> None:
     node = statement.node
     assert isinstance(node, cst.ImportFrom)
-    if statement.module is None:
-        return
+    module = statement.module
+    if module is None:
+        if not node.relative:
+            return
+        # A relative import outside a known package: only paths that name themselves (project-local
+        # ops, e.g. ``..ops.deformable_aggregation_function``) can still be recognised.
+        module = "." * len(node.relative) + (get_full_name_for_node(node.module) or "" if node.module else "")
     if isinstance(node.names, cst.ImportStar):
-        target = classify(statement.module, ctx)
+        target = classify(module, ctx)
         if target is not None:
             ctx.add(node, rule=target.rule, kind=target.import_kind, symbol=target.symbol + ".*",
                     status="unconverted", fixable=False, remaining=_remaining(target, ctx),
@@ -132,7 +143,7 @@ def _import_from(ctx: FileContext, statement: ImportStatement, moved, module_bin
         return
     for alias in node.names:
         name = get_full_name_for_node(alias.name)
-        target = classify(f"{statement.module}.{name}", ctx)
+        target = classify(f"{module}{'' if module.endswith('.') else '.'}{name}", ctx)
         if target is None:
             continue
         if target.is_module and not target.in_runtime:
@@ -333,6 +344,9 @@ def _module_binding(ctx: FileContext, module_binding: _ModuleBinding, moved) -> 
     if retarget:
         if isinstance(statement, cst.ImportFrom):
             moved[binding.alias] = target
+        elif binding.alias.asname is None:  # ``import ext`` -> ``import mmcv_runtime...ext as ext``
+            ctx.replace(binding.alias, binding.alias.with_changes(
+                name=_expr(target.runtime_path), asname=cst.AsName(name=cst.Name(binding.name))))
         else:
             ctx.replace(binding.alias.name, _expr(target.runtime_path))
         for plan in plans:

@@ -51,9 +51,12 @@ CHANGED = {
     "detector/models/backbones/resnet.py",
     "detector/models/dense_heads/anchor_head.py",
     "detector/models/dense_heads/bev_head.py",
+    "detector/models/dense_heads/sparse_head.py",
     "detector/models/necks/fpn_carafe.py",
     "detector/models/roi_heads/mask_head.py",
     "detector/models/roi_heads/roi_extractor.py",
+    "detector/ops/__init__.py",
+    "detector/ops/deformable_aggregation.py",
     "third_party/mmcv/ops/carafe.py",
     "third_party/mmcv/ops/nms.py",
     "third_party/mmcv/ops/roi_align.py",
@@ -264,12 +267,6 @@ def test_scan_json_document(flow):
         assert findings_at(doc, quiet) == [], quiet
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "not yet (issue 5 adds the deformable-aggregation wrapper rule): the wrapper that imports a "
-    "project-local compiled extension "
-    "(detector/ops/deformable_aggregation.py: `from . import deformable_aggregation_ext`, the "
-    "Sparse4D/SparseDrive pattern named in ARCHITECTURE.md) is not reported; the file holds none of "
-    "the prefilter tokens and no rule looks at imports of the modules setup.py/cpp_extension.load build"))
 def test_scan_reports_wrapper_of_project_local_extension(flow):
     doc = as_json(flow.scan_cold)
     assert findings_at(doc, "detector/ops/deformable_aggregation.py")

@@ -1,4 +1,4 @@
-"""Per-file result cache, keyed on content hash, tool version, catalogue and runtime registry.
+"""Per-file result cache, keyed on content hash, tool version, rule code, catalogue and runtime registry.
 
 Like ruff's cache, it lets a re-scan of an unchanged tree skip parsing. A stat index per file set
 (path -> size, mtime, inode, module name, content key) lets a re-scan skip even reading files that
@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -44,13 +45,32 @@ def key(data: bytes, module: Optional[str], is_package: bool) -> str:
     return digest.hexdigest()
 
 
+@lru_cache(maxsize=None)
+def analysis_digest() -> str:
+    """Digest of the code that turns a file into findings (the engine and the rules), so that a
+    changed rule never serves results cached by an older one, even within one version (a dev install)."""
+    from mmcv_migrate import engine, findings
+    from mmcv_migrate import rewrites
+
+    digest = hashlib.sha256()
+    sources = [Path(engine.__file__), Path(findings.__file__)]
+    sources += sorted(Path(rewrites.__file__).parent.glob("*.py"))
+    for source in sources:
+        try:
+            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+        except OSError:
+            digest.update(source.name.encode() + b"\0?")
+    return digest.hexdigest()
+
+
 class Cache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     @classmethod
     def open(cls, coverage_digest: str) -> Optional["Cache"]:
-        namespace = hashlib.sha256(f"{__version__}\0{coverage_digest}".encode()).hexdigest()[:16]
+        namespace = hashlib.sha256(
+            f"{__version__}\0{coverage_digest}\0{analysis_digest()}".encode()).hexdigest()[:16]
         directory = cache_root() / namespace
         try:
             directory.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ shape or value, ``TypeError`` for a bad type or dtype.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 import warnings
@@ -152,3 +153,13 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype an op computes in: half precision is widened to float32 (box and RoI geometry in
     fp16 is too coarse, and CPU gathers want float32); other dtypes are kept."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def no_autocast(device: torch.device):
+    """A context in which autocast is off on ``device``: mmcv's kernels ignore autocast, so the
+    GEMMs and gathers of an op must not be cast down either (a no-op for device types autocast
+    does not know)."""
+    try:
+        return torch.autocast(device.type, enabled=False)
+    except (RuntimeError, ValueError):
+        return contextlib.nullcontext()

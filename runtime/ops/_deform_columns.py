@@ -33,7 +33,6 @@ chunked over output positions (``_COLUMN_ELEMENTS`` column elements at a time, a
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
@@ -44,7 +43,7 @@ from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
 from ._bilinear import transposed_row_sum, zero_padded_taps
-from ._checks import check_int, compute_dtype
+from ._checks import check_int, compute_dtype, no_autocast
 
 #: Column elements (positions x taps x channels) gathered at once (64 MiB in float32); the backward
 #: gathers fewer positions at once so that all its per-chunk buffers fit in about as much.
@@ -394,12 +393,6 @@ def _ungrouped_weight(w2: Tensor, g: Geometry) -> Tensor:
     return w.reshape(g.out_channels, g.channels // groups, kh, kw)
 
 
-def _no_autocast(device: torch.device):
-    """mmcv's kernels ignore autocast: the GEMMs here must not be cast down either."""
-    try:
-        return torch.autocast(device.type, enabled=False)
-    except (RuntimeError, ValueError):  # a device type autocast does not know
-        return contextlib.nullcontext()
 
 
 def _positions_per_chunk(g: Geometry, factor: int) -> int:
@@ -428,7 +421,7 @@ def deform_conv_forward(input: Tensor, offset: Tensor, mask: Optional[Tensor], w
     _check_rule(rule)
     out_dtype = input.dtype
     dtype = compute_dtype(out_dtype)
-    with torch.no_grad(), _no_autocast(input.device):
+    with torch.no_grad(), no_autocast(input.device):
         if _trivial(g):
             out = input.new_zeros(g.output_shape, dtype=dtype)
             if bias is not None:
@@ -501,7 +494,7 @@ def deform_conv_backward(grad_output: Tensor, input: Tensor, offset: Tensor, mas
     _check_rule(rule)
     dtype = compute_dtype(input.dtype)
     needs = needs._replace(mask=needs.mask and mask is not None)
-    with torch.no_grad(), _no_autocast(input.device):
+    with torch.no_grad(), no_autocast(input.device):
         gout = grad_output.to(dtype).permute(0, 2, 3, 1).reshape(-1, g.out_channels)
         grad_bias = gout.sum(0).to(weight.dtype) if needs.bias else None
         if _trivial(g):

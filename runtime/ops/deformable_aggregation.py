@@ -69,7 +69,6 @@ weighted gather over the pixel reads sorted once for all groups. The backward is
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -79,6 +78,7 @@ from torch.autograd.function import Function, once_differentiable
 from torch.nn import functional as F
 
 from ._bilinear import zero_padded_taps
+from ._checks import no_autocast
 
 __all__ = ["DeformableAggregationFunction", "deformable_aggregation_function", "feature_maps_format"]
 
@@ -274,11 +274,6 @@ def _is_empty(problem: _Problem) -> bool:
     return feat.size(1) == 0 or feat.size(2) == 0 or weights.numel() == 0
 
 
-def _no_autocast(device: torch.device):
-    try:
-        return torch.autocast(device.type, enabled=False)
-    except RuntimeError:  # a device type autocast does not know
-        return contextlib.nullcontext()
 
 
 def _bag_offsets(taps: _Taps) -> Tensor:
@@ -387,7 +382,7 @@ def forward_core(mc_ms_feat: Tensor, spatial_shape: Tensor, scale_start_index: T
     """The aggregation without autograd, as the compiled ``deformable_aggregation_forward`` returns it
     (either layout; float32, or float64 for float64 features): for an ``_ext`` adapter and the Function."""
     problem = _prepare(mc_ms_feat, spatial_shape, scale_start_index, sampling_location, weights)
-    with _no_autocast(problem.feat.device):
+    with no_autocast(problem.feat.device):
         return _forward(problem)
 
 
@@ -398,7 +393,7 @@ def backward_core(mc_ms_feat: Tensor, spatial_shape: Tensor, scale_start_index: 
     dtype, what the compiled ``deformable_aggregation_backward`` accumulates into its zeroed outputs;
     None where ``needs`` (three flags, same order) says not wanted."""
     problem = _prepare(mc_ms_feat, spatial_shape, scale_start_index, sampling_location, weights)
-    with _no_autocast(problem.feat.device):
+    with no_autocast(problem.feat.device):
         grad_feat, grad_loc, grad_weights = _backward(problem, grad_output, needs)
     if problem.v2:  # back to the caller's layout
         grad_feat = None if grad_feat is None else grad_feat.view(mc_ms_feat.shape)

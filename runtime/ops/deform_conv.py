@@ -30,7 +30,6 @@ inferred from the shapes) with mmcv's gradients, which is what mmcv's own tests 
 
 from __future__ import annotations
 
-import logging
 from typing import Tuple, Union
 
 import torch
@@ -45,13 +44,13 @@ from .. import registry
 from ..model_registry import register_model
 from ._checks import check_int, renamed_kwargs
 from ._deform_columns import (DeformConvAssertionError, DeformConvError, Needs, check_arguments, deform_conv_backward,
-                              deform_conv_forward, output_extent)
+                              deform_conv_forward)
+from ._deform_pack import conv_output_size, offset_conv, upgrade_offset_keys
 from .modulated_deform_conv import ModulatedDeformConv2dFunction  # noqa: F401  (mmcv's module imports it too)
 
 __all__ = ["DeformConv2d", "DeformConv2dFunction", "DeformConv2dPack", "DeformConv2dPack_MLU", "deform_conv2d"]
 
 _OP = "deform_conv2d"
-_logger = logging.getLogger(__name__)
 
 
 def im2col_step_for(op: str, batch: int, im2col_step: int) -> int:
@@ -114,17 +113,7 @@ class DeformConv2dFunction(Function):
                                      max_images=ctx.step or None)
         return grads.input, grads.offset, grads.weight, None, None, None, None, None, None, None
 
-    @staticmethod
-    def _output_size(ctx, input: Tensor, weight: Tensor) -> Tuple[int, ...]:
-        """mmcv's helper: (N, C_out, H_out, W_out), raising when any of them is not positive."""
-        output_size = (input.size(0), weight.size(0))
-        for d in range(input.dim() - 2):
-            output_size += (output_extent(input.size(d + 2), ctx.padding[d], ctx.dilation[d], weight.size(d + 2),
-                                          ctx.stride[d]),)
-        if not all(s > 0 for s in output_size):
-            raise DeformConvError("convolution input is too small (output would be "
-                                  + "x".join(map(str, output_size)) + ")")
-        return output_size
+    _output_size = staticmethod(conv_output_size)
 
 
 deform_conv2d = DeformConv2dFunction.apply
@@ -202,27 +191,6 @@ class DeformConv2d(nn.Module):
         return s
 
 
-def _offset_conv(module: DeformConv2d, per_tap: int) -> nn.Conv2d:
-    """The offset-predicting conv of the Pack modules: ``deform_groups * per_tap * kh * kw`` outputs."""
-    kh, kw = module.kernel_size
-    return nn.Conv2d(module.in_channels, module.deform_groups * per_tap * kh * kw, kernel_size=module.kernel_size,
-                     stride=_pair(module.stride), padding=_pair(module.padding), dilation=_pair(module.dilation),
-                     bias=True)
-
-
-def upgrade_offset_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    """mmcv's version-1 checkpoints stored the offset conv as a sibling ``<name>_offset``: move those
-    keys to ``<name>.conv_offset`` (in place), as mmcv's ``_load_from_state_dict`` does."""
-    version = local_metadata.get("version", None)
-    if version is None or version < 2:
-        for suffix in ("weight", "bias"):
-            new, old = f"{prefix}conv_offset.{suffix}", f"{prefix[:-1]}_offset.{suffix}"
-            if new not in state_dict and old in state_dict:
-                state_dict[new] = state_dict.pop(old)
-    if version is not None and version > 1:
-        _logger.info("%s %s is upgraded to version 2.", type(module).__name__, prefix.rstrip("."))
-
-
 @register_model("DCN", mmcv1_registry="CONV_LAYERS")
 class DeformConv2dPack(DeformConv2d):
     """:class:`DeformConv2d` that predicts its own offsets with ``conv_offset`` (an ``nn.Conv2d`` with the
@@ -233,7 +201,7 @@ class DeformConv2dPack(DeformConv2d):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.conv_offset = _offset_conv(self, 2)
+        self.conv_offset = offset_conv(self, 2)
         self.init_offset()
 
     def init_offset(self) -> None:
@@ -259,7 +227,7 @@ class DeformConv2dPack_MLU(DeformConv2d):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.conv_offset = _offset_conv(self, 2)
+        self.conv_offset = offset_conv(self, 2)
         self.init_offset()
 
     def init_offset(self) -> None:

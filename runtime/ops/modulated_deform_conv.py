@@ -34,8 +34,8 @@ from torch.nn.modules.utils import _pair, _single
 from .. import registry
 from ..model_registry import register_model
 from ._checks import renamed_kwargs
-from ._deform_columns import DeformConvError, Needs, check_arguments, deform_conv_backward, deform_conv_forward, \
-    output_extent
+from ._deform_columns import DeformConvError, Needs, check_arguments, deform_conv_backward, deform_conv_forward
+from ._deform_pack import conv_output_size, offset_conv, upgrade_offset_keys
 
 __all__ = ["ModulatedDeformConv2d", "ModulatedDeformConv2dFunction", "ModulatedDeformConv2dPack",
            "ModulatedDeformConv2dPack_MLU", "modulated_deform_conv2d"]
@@ -91,17 +91,7 @@ class ModulatedDeformConv2dFunction(Function):
         grads = deform_conv_backward(grad_output, input, offset, mask, weight, ctx.geometry, needs)
         return (grads.input, grads.offset, grads.mask, grads.weight, grads.bias, None, None, None, None, None)
 
-    @staticmethod
-    def _output_size(ctx, input: Tensor, weight: Tensor) -> Tuple[int, ...]:
-        """mmcv's helper: (N, C_out, H_out, W_out), raising when any of them is not positive."""
-        output_size = (input.size(0), weight.size(0))
-        for d in range(input.dim() - 2):
-            output_size += (output_extent(input.size(d + 2), ctx.padding[d], ctx.dilation[d], weight.size(d + 2),
-                                          ctx.stride[d]),)
-        if not all(s > 0 for s in output_size):
-            raise DeformConvError("convolution input is too small (output would be "
-                                  + "x".join(map(str, output_size)) + ")")
-        return output_size
+    _output_size = staticmethod(conv_output_size)
 
 
 modulated_deform_conv2d = ModulatedDeformConv2dFunction.apply
@@ -151,13 +141,6 @@ class ModulatedDeformConv2d(nn.Module):
                                        self.dilation, self.groups, self.deform_groups)
 
 
-def _offset_mask_conv(module: ModulatedDeformConv2d) -> nn.Conv2d:
-    """``deform_groups * 3 * kh * kw`` outputs: offset (2 per tap) then mask (1 per tap)."""
-    kh, kw = module.kernel_size
-    return nn.Conv2d(module.in_channels, module.deform_groups * 3 * kh * kw, kernel_size=module.kernel_size,
-                     stride=module.stride, padding=module.padding, dilation=module.dilation, bias=True)
-
-
 def _offset_and_mask(conv_offset: nn.Conv2d, x: Tensor) -> Tuple[Tensor, Tensor]:
     out = conv_offset(x)
     o1, o2, mask = torch.chunk(out, 3, dim=1)
@@ -173,7 +156,7 @@ class ModulatedDeformConv2dPack(ModulatedDeformConv2d):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.conv_offset = _offset_mask_conv(self)
+        self.conv_offset = offset_conv(self, 3)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -189,8 +172,6 @@ class ModulatedDeformConv2dPack(ModulatedDeformConv2d):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        from .deform_conv import upgrade_offset_keys  # deform_conv imports this module
-
         upgrade_offset_keys(self, state_dict, prefix, local_metadata)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
@@ -203,7 +184,7 @@ class ModulatedDeformConv2dPack_MLU(ModulatedDeformConv2d):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.conv_offset = _offset_mask_conv(self)
+        self.conv_offset = offset_conv(self, 3)
         self.init_weights()
 
     def init_weights(self) -> None:

@@ -9,9 +9,11 @@ names, into the registry the installed OpenMMLab generation looks in:
 - mmcv 1.x (the ops-less ``mmcv`` build): mmcv's own registries, e.g. ``mmcv.cnn.CONV_LAYERS``;
 - mmcv 2.x / mmcv-lite (or no mmcv at all): mmengine's root ``MODELS``.
 
-It never clashes with mmcv: nothing is registered when mmcv has a compiled ``_ext`` (its ``mmcv.ops``
-would register the same names and fail on ours), nor under a name that is already taken, and nothing
-is imported when neither mmcv nor mmengine is installed (the runtime imports with torch alone).
+It never clashes with mmcv: nothing is registered when mmcv's ``mmcv.ops`` can import and would
+register the same names itself (and fail with a KeyError on ours): when mmcv has a compiled ``_ext``,
+or when its op wrappers were migrated to the runtime's ``_ext`` ABI (``mmcv-migrate apply`` on an mmcv
+tree). Nor under a name that is already taken; and nothing is imported when neither mmcv nor mmengine
+is installed (the runtime imports with torch alone).
 """
 
 from __future__ import annotations
@@ -52,11 +54,21 @@ def _has_compiled_ext(mmcv_dir: str) -> bool:
     return any(entry.startswith("_ext.") or entry == "_ext.py" for entry in os.listdir(mmcv_dir))
 
 
-def _target_registry(mmcv1_registry: str):
+def _wrapper_reaches_runtime(mmcv_dir: str, cls: type) -> bool:
+    """Whether mmcv's own module for ``cls`` (``mmcv/ops/<same name>.py``) was migrated to the runtime's
+    ``_ext`` ABI (``mmcv-migrate apply`` on an mmcv tree): that mmcv.ops imports, and registers the name."""
+    try:
+        with open(os.path.join(mmcv_dir, "ops", cls.__module__.rpartition(".")[2] + ".py"), encoding="utf-8") as f:
+            return "mmcv_runtime" in f.read()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _target_registry(cls: type, mmcv1_registry: str):
     """The registry to register into, or None (see the module docstring)."""
     mmcv_dir = _package_dir("mmcv")
     if mmcv_dir is not None:
-        if _has_compiled_ext(mmcv_dir):
+        if _has_compiled_ext(mmcv_dir) or _wrapper_reaches_runtime(mmcv_dir, cls):
             return None
         if _mmcv_major_version(mmcv_dir) == 1:
             try:
@@ -80,7 +92,7 @@ def register_model(name: Optional[str] = None, *, mmcv1_registry: str) -> Callab
     """
 
     def decorate(cls: T) -> T:
-        registry = _target_registry(mmcv1_registry)
+        registry = _target_registry(cls, mmcv1_registry)
         key = name or cls.__name__
         if registry is not None and registry.get(key) is None:
             registry.register_module(name=key, module=cls)

@@ -112,3 +112,18 @@ def test_mmcv_1x_uses_its_own_registry(site, monkeypatch):
     assert conv_layers.get("DCN") is cls
     assert sys.modules["mmengine.registry"].MODELS.get("DCN") is None
 
+
+
+def test_a_migrated_mmcv_tree_registers_its_own_names(site, monkeypatch):
+    """mmcv-migrate apply on an mmcv tree: its ops import (through the runtime's _ext ABI) and register
+    DCNv2 themselves, possibly while importing the runtime: the runtime must leave the name free."""
+    models = _fake_mmengine(site, monkeypatch)
+    root = _package(site, "mmcv", {"__init__.py": "", "version.py": "__version__ = '2.2.0'\n"})
+    (root / "ops").mkdir()
+    (root / "ops" / "modulated_deform_conv.py").write_text("from mmcv_runtime import ext_loader\n")
+    cls = type("ModulatedDeformConv2dPack", (), {"__module__": "mmcv_runtime.ops.modulated_deform_conv"})
+    model_registry.register_model("DCNv2", mmcv1_registry="CONV_LAYERS")(cls)
+    assert models.get("DCNv2") is None
+    other = type("DeformConv2dPack", (), {"__module__": "mmcv_runtime.ops.deform_conv"})  # not migrated
+    model_registry.register_model("DCN", mmcv1_registry="CONV_LAYERS")(other)
+    assert models.get("DCN") is other

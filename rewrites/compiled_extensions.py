@@ -35,6 +35,25 @@ def _name_argument(call: cst.Call) -> Optional[str]:
 
 
 def run(ctx: FileContext) -> None:
+    _direct_calls(ctx)
+    _aliased_builders(ctx)
+
+
+def _aliased_builders(ctx: FileContext) -> None:
+    """``extension = CUDAExtension`` ... ``extension(...)`` (mmdet3d's and Sparse4D's ``make_cuda_ext``):
+    the builder is read as a value, not called by its own name; report where it is read."""
+    callees = {id(call.func) for call in ctx.calls}
+    for uses in ctx.uses.values():
+        for use in uses:
+            resolved = ctx.resolve(use.dotted)
+            if resolved in _BUILDERS and id(use.node) not in callees and use.in_getattr is None:
+                ctx.add(use.node, rule=RULE, kind=KIND_COMPILED_EXTENSION, symbol=resolved, status=UNCONVERTED,
+                        fixable=False, remaining=False,
+                        message=f"{_BUILDERS[resolved]} (called through another name): a project-local "
+                        "compiled op, not rewritten; it needs a compiler and CUDA toolkit to build")
+
+
+def _direct_calls(ctx: FileContext) -> None:
     for call in ctx.calls:
         func = dotted_name(call.func)
         resolved = ctx.resolve(func) if func else None

@@ -1,7 +1,8 @@
-"""Find the Python files a run works on.
+"""Find the files a run works on: Python sources and dependency declarations.
 
-``discover(paths, excludes)`` walks the given directories for ``*.py`` files (a file given
-explicitly is taken whatever its name), pruning the usual non-source directories
+``discover(paths, excludes)`` walks the given directories for ``*.py`` files and the files that
+declare dependencies (:func:`is_dependency_file`: ``requirements*.txt``, ``requirements/*.txt``,
+``setup.cfg``, ``pyproject.toml``, ``*.sh``); a file given explicitly is taken whatever its name. It prunes the usual non-source directories
 (:data:`DEFAULT_EXCLUDES`, any virtualenv), user ``--exclude`` patterns and ``.gitignore`` rules,
 without ever following a directory symlink or leaving the given root through a file symlink.
 
@@ -28,6 +29,7 @@ __all__ = [
     "DiscoveryError",
     "SourceFile",
     "discover",
+    "is_dependency_file",
     "module_name",
 ]
 
@@ -308,6 +310,14 @@ class _Excluder:
 # The walk
 
 
+def is_dependency_file(name: str, parent_rel: str = "") -> bool:
+    """True for a file that can declare an mmcv requirement (``name`` in directory ``parent_rel``)."""
+    if name in ("setup.cfg", "pyproject.toml") or name.endswith(".sh"):
+        return True
+    return name.endswith(".txt") and (
+        name.startswith("requirements") or parent_rel.rpartition("/")[2] == "requirements")
+
+
 def _within(real: str, root_real: str) -> bool:
     if real == root_real:
         return True
@@ -358,13 +368,14 @@ def _walk(root: str, excluder: _Excluder, use_gitignore: bool, out: List[_Cand])
                 is_link = e.is_symlink()
                 if is_link:
                     # never follow a directory symlink; a file symlink only if it stays in root
-                    if not name.endswith(".py") or not e.is_file():
+                    if not (name.endswith(".py") or is_dependency_file(name, drel)) or not e.is_file():
                         continue
                     is_dir = False
                 else:
                     is_dir = e.is_dir(follow_symlinks=False)
                     if not is_dir:
-                        if not name.endswith(".py") or not e.is_file(follow_symlinks=False):
+                        if not (name.endswith(".py") or is_dependency_file(name, drel)) or not e.is_file(
+                                follow_symlinks=False):
                             continue
             except OSError:
                 continue
@@ -399,9 +410,9 @@ def discover(
     *,
     use_gitignore: bool = True,
 ) -> List[SourceFile]:
-    """Find the Python files under ``paths``; see the module docstring for the rules.
+    """Find the Python and dependency files under ``paths``; see the module docstring for the rules.
 
-    Directories are walked for ``*.py``; a file given explicitly is taken (whatever its suffix)
+    Directories are walked for ``*.py`` and dependency files; a file given explicitly is taken (whatever its suffix)
     unless an exclude pattern matches it. Raises :class:`DiscoveryError` for a path that does not
     exist. Output is sorted by ``(root, rel)`` and holds each real file once.
     """

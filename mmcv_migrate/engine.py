@@ -16,10 +16,11 @@ from mmcv_migrate import cache as result_cache
 from mmcv_migrate.coverage import Coverage, load_coverage
 from mmcv_migrate.discovery import SourceFile, discover, module_name
 from mmcv_migrate.findings import FileError, FileResult
-from mmcv_migrate.rewrites import local_ops
+from mmcv_migrate.rewrites import dependency_files, local_ops
 
 # Byte tokens that any use the rules act on must contain (config types are checked separately).
-_TOKENS = (b"mmcv", b"ext_loader", b"load_ext", b"Extension", b"cpp_extension") + local_ops.PREFILTER_TOKENS
+# "MMCV" catches setup.py requirements spelled like "MMCV-Full".
+_TOKENS = (b"mmcv", b"MMCV", b"ext_loader", b"load_ext", b"Extension", b"cpp_extension") + local_ops.PREFILTER_TOKENS
 _CONFIG_TYPE = re.compile(rb"""type['"]?\s*[=:]\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
 
 # Below this many candidate files, a process pool costs more than it saves.
@@ -45,7 +46,14 @@ def analyze(
     is_package: bool = False,
     coverage: Optional[Coverage] = None,
 ) -> FileResult:
-    """Findings for one file's bytes and, with ``fix``, its rewritten bytes (None if unchanged)."""
+    """Findings for one file's bytes and, with ``fix``, its rewritten bytes (None if unchanged).
+
+    Dependency files (requirements*.txt, setup.cfg, pyproject.toml, shell scripts; told apart by the
+    name in ``path``) go to the text-based rewriter; everything else is parsed as Python.
+    """
+    fmt = dependency_files.file_format(path)
+    if fmt is not None:
+        return dependency_files.analyze(data, path, fmt, fix=fix)
     import libcst as cst
     from libcst.metadata import MetadataWrapper, PositionProvider
 
@@ -132,8 +140,12 @@ def run(
     index_file = store.stat_index(files) if store else None
     pending = []  # (index, file, data, key)
     done: dict = {}
+    modules = []
     for index, (file, path) in enumerate(zip(files, shown)):
-        module = module_name(file)
+        fmt = dependency_files.file_format(file.path.name)
+        # A dependency file is not a module; its format must be part of its cache key.
+        module = f"<{fmt}>" if fmt else module_name(file)
+        modules.append(module)
         stamp = None
         if index_file is not None:
             # Unchanged since the last run (same size, mtime, inode, module): no need to read it.
@@ -152,7 +164,7 @@ def run(
         except OSError as error:
             done[index] = FileResult(path, error=FileError(path, f"cannot read the file: {error.strerror}"))
             continue
-        if not is_candidate(data, config_types):
+        if not (dependency_files.is_candidate(data) if fmt else is_candidate(data, config_types)):
             if index_file is not None and stamp is not None:
                 index_file.record(file, stamp, module, result_cache.NOT_A_CANDIDATE)
             continue
@@ -166,7 +178,7 @@ def run(
             pending.append((index, file, data, key))
 
     jobs_args = [
-        (data, shown[index], fix, module_name(file), file.path.name == "__init__.py")
+        (data, shown[index], fix, modules[index], file.path.name == "__init__.py")
         for index, file, data, _ in pending
     ]
     workers = jobs if jobs is not None else (os.cpu_count() or 1)

@@ -26,6 +26,7 @@ KIND_EXT_CALL = "ext_call"  # ext_module.fn(...) on a loaded _ext
 KIND_TORCH_OPS = "torch_ops"  # torch.ops.mmcv.*
 KIND_CONFIG = "config"  # dict(type='RoIAlign') / {'type': 'DCNv2'}
 KIND_COMPILED_EXTENSION = "compiled_extension"  # CUDAExtension / CppExtension / cpp_extension.load
+KIND_DEPENDENCY = "dependency"  # an mmcv requirement (requirements*.txt, setup.py/cfg, pyproject, pip/mim install)
 KINDS = (
     KIND_IMPORT,
     KIND_ATTRIBUTE,
@@ -36,6 +37,7 @@ KINDS = (
     KIND_TORCH_OPS,
     KIND_CONFIG,
     KIND_COMPILED_EXTENSION,
+    KIND_DEPENDENCY,
 )
 
 

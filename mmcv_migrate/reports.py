@@ -77,6 +77,7 @@ KIND_DESCRIPTIONS = {
     "torch_ops": "use of torch.ops.mmcv",
     "config": "config type naming an mmcv op",
     "compiled_extension": "project-local compiled extension",
+    "dependency": "requirement on an mmcv distribution with compiled ops",
 }
 
 

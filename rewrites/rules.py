@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Callable, Tuple
 
-from mmcv_migrate.rewrites import compiled_extensions, config_types, ext_calls, module_imports, torch_ops
+from mmcv_migrate.rewrites import (
+    compiled_extensions,
+    config_types,
+    dependencies,
+    ext_calls,
+    module_imports,
+    torch_ops,
+)
 from mmcv_migrate.rewrites.context import FileContext
 
 RULES: Tuple[Callable[[FileContext], None], ...] = (
@@ -17,4 +24,5 @@ RULES: Tuple[Callable[[FileContext], None], ...] = (
     torch_ops.run,
     config_types.run,
     compiled_extensions.run,
+    dependencies.run,
 )

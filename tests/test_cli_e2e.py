@@ -57,6 +57,7 @@ CHANGED = {
     "detector/models/roi_heads/roi_extractor.py",
     "detector/ops/__init__.py",
     "detector/ops/deformable_aggregation.py",
+    "requirements.txt",
     "third_party/mmcv/ops/carafe.py",
     "third_party/mmcv/ops/nms.py",
     "third_party/mmcv/ops/roi_align.py",
@@ -143,6 +144,15 @@ def py_files(root: Path, skip=IGNORED_DIRS) -> set:
     return {rel for rel in files_of(root) if rel.endswith(".py") and not rel.startswith(skip)}
 
 
+def scanned_files(root: Path, skip=IGNORED_DIRS) -> set:
+    """What a scan walks: the .py files and the dependency files (requirements*.txt, ...)."""
+    from mmcv_migrate.discovery import is_dependency_file
+
+    deps = {rel for rel in files_of(root) if not rel.startswith(skip)
+            and is_dependency_file(rel.rpartition("/")[2], rel.rpartition("/")[0])}
+    return py_files(root, skip) | deps
+
+
 def hostile_table() -> Dict[str, bytes]:
     """FILES of fixtures/hostile/_generate.py (executed from source: no .pyc lands in fixtures/)."""
     path = HOSTILE / "_generate.py"
@@ -214,8 +224,8 @@ def test_scan_json_document(flow):
     doc = as_json(flow.scan_cold)
     assert doc["version"] == 1
     assert doc["errors"] == []
-    # every .py file outside the ignored directories, and nothing else
-    assert doc["files_scanned"] == len(py_files(flow.tree))
+    # every .py and dependency file outside the ignored directories, and nothing else
+    assert doc["files_scanned"] == len(scanned_files(flow.tree)) == len(py_files(flow.tree)) + 1
     for finding in doc["findings"]:
         assert FINDING_KEYS <= set(finding), finding
         assert not finding["path"].startswith(IGNORED_DIRS), finding
@@ -248,6 +258,10 @@ def test_scan_json_document(flow):
     has("setup.py", "torch.utils.cpp_extension.CUDAExtension", rule="compiled-extension")
     has("detector/ops/jit.py", "torch.utils.cpp_extension.load", rule="compiled-extension")
     has("tools/benchmark_nms.py", "mmcv.ops.box_iou_rotated", status="unconverted", remaining=True)
+    # requirements: their own kind, rewritten by apply, never a coverage row
+    has("requirements.txt", "mmcv-full>=1.3.17,<1.8.0", kind="dependency", rule="mmcv-dependency",
+        status="converted", fixable=True, remaining=True, line=3, column=1)
+    assert not any(row["symbol"].startswith("mmcv-") for row in doc["coverage"]["ops"])
     # inside the vendored mmcv tree: ext_loader imports are fixable, ops imports only reported
     has("third_party/mmcv/ops/nms.py", "mmcv.utils.ext_loader", fixable=True)
     has("third_party/mmcv/ops/carafe.py", "mmcv._ext.carafe_forward", status="unconverted")
@@ -371,6 +385,9 @@ def test_check_lists_remaining_uses_with_fix_command(flow):
         assert where in text, where
     # converted uses are not listed as remaining
     assert "detector/models/roi_heads/mask_head.py:" not in text
+    assert "requirements.txt:" not in text  # rewritten to mmcv (1.x, no ops) by apply
+    after = [f for f in as_json(flow.check_json)["findings"] if f["path"] == "requirements.txt"]
+    assert [(f["symbol"], f["remaining"]) for f in after] == [("mmcv>=1.3.17,<1.8.0", False)]
     assert "mmcv-migrate apply --inplace ." in text
 
 

@@ -226,5 +226,10 @@ def ops(fmt) -> None:
     render_ops(load_coverage().op_rows(), fmt, stream=sys.stdout)
 
 
+from mmcv_migrate.shim import shim as _shim  # noqa: E402  (zero-touch mode: shim install|uninstall|status)
+
+main.add_command(_shim)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

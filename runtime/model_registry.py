@@ -11,8 +11,9 @@ names, into the registry the installed OpenMMLab generation looks in:
 
 It never clashes with mmcv: nothing is registered when mmcv's ``mmcv.ops`` can import and would
 register the same names itself (and fail with a KeyError on ours): when mmcv has a compiled ``_ext``,
-or when its op wrappers were migrated to the runtime's ``_ext`` ABI (``mmcv-migrate apply`` on an mmcv
-tree). Nor under a name that is already taken; and nothing is imported when neither mmcv nor mmengine
+when its op wrappers were migrated to the runtime's ``_ext`` ABI (``mmcv-migrate apply`` on an mmcv
+tree), or while the zero-touch shim (``mmcv_runtime.shim``) resolves ``mmcv._ext`` to the runtime. Nor
+under a name that is already taken; and nothing is imported when neither mmcv nor mmengine
 is installed (the runtime imports with torch alone).
 """
 
@@ -66,9 +67,11 @@ def _wrapper_reaches_runtime(mmcv_dir: str, cls: type) -> bool:
 
 def _target_registry(cls: type, mmcv1_registry: str):
     """The registry to register into, or None (see the module docstring)."""
+    from mmcv_runtime.shim import is_installed as shim_installed
+
     mmcv_dir = _package_dir("mmcv")
     if mmcv_dir is not None:
-        if _has_compiled_ext(mmcv_dir) or _wrapper_reaches_runtime(mmcv_dir, cls):
+        if shim_installed() or _has_compiled_ext(mmcv_dir) or _wrapper_reaches_runtime(mmcv_dir, cls):
             return None
         if _mmcv_major_version(mmcv_dir) == 1:
             try:
@@ -81,6 +84,24 @@ def _target_registry(cls: type, mmcv1_registry: str):
         return importlib.import_module("mmengine.registry").MODELS
     except (ImportError, AttributeError):
         return None
+
+
+#: (registry, name, class) for each name registered here, so that installing the zero-touch shim later
+#: can hand the names back to mmcv.ops (see withdraw_registrations).
+_REGISTERED: list = []
+
+
+def withdraw_registrations() -> None:
+    """Unregister every name registered here (``mmcv_runtime.install_shim()`` after the runtime's ops
+    were imported: ``mmcv.ops`` is about to register the same names and would fail on ours).
+
+    mmengine's and mmcv 1.x's ``Registry`` have no unregister; both keep names in ``_module_dict``.
+    """
+    while _REGISTERED:
+        registry, key, cls = _REGISTERED.pop()
+        modules = getattr(registry, "_module_dict", None)
+        if isinstance(modules, dict) and modules.get(key) is cls:
+            del modules[key]
 
 
 def register_model(name: Optional[str] = None, *, mmcv1_registry: str) -> Callable[[T], T]:
@@ -96,6 +117,7 @@ def register_model(name: Optional[str] = None, *, mmcv1_registry: str) -> Callab
         key = name or cls.__name__
         if registry is not None and registry.get(key) is None:
             registry.register_module(name=key, module=cls)
+            _REGISTERED.append((registry, key, cls))
         return cls
 
     return decorate

@@ -20,6 +20,7 @@ from mmcv_migrate.engine import analyze, run
 from mmcv_migrate.rewrites import dependency_files, requirement_spec
 from mmcv_migrate.rewrites.context import SUPPRESSION_MARK
 from mmcv_migrate.rewrites.requirement_spec import classify, major_range, parse
+from fixture_text import findings_text
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "dependencies"
@@ -113,15 +114,6 @@ def test_file_formats_and_discovery_names():
 # --- fixtures -------------------------------------------------------------------------------
 
 
-def _findings_text(findings) -> str:
-    lines = []
-    for f in findings:
-        flags = [flag for flag, on in (("fixable", f.fixable), ("remaining", f.remaining),
-                                        ("suppressed", f.suppressed)) if on]
-        lines.append(f"{f.line}:{f.column} {f.rule} {f.kind} {f.symbol} {f.status} {' '.join(flags)}".rstrip())
-    return "\n".join(lines) + "\n"
-
-
 def _analyze(data: bytes, name: str):
     return analyze(data, name, fix=True, coverage=load_coverage(str(REGISTRY)))
 
@@ -137,13 +129,13 @@ def test_fixture(case: Path) -> None:
     expected_path = case / "expected" / rel
     findings_path = case / "findings.txt"
     if UPDATE:
-        findings_path.write_text(_findings_text(result.findings))
+        findings_path.write_text(findings_text(result.findings))
         if result.new_source is not None:
             expected_path.parent.mkdir(parents=True, exist_ok=True)
             expected_path.write_bytes(result.new_source)
         elif expected_path.exists():
             expected_path.unlink()
-    assert _findings_text(result.findings) == findings_path.read_text()
+    assert findings_text(result.findings) == findings_path.read_text()
     if not expected_path.exists():
         assert result.new_source is None, "this fixture must stay unchanged"
         return

@@ -22,6 +22,7 @@ import pytest
 
 from mmcv_migrate.coverage import load_coverage
 from mmcv_migrate.engine import analyze
+from fixture_text import findings_text
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "rewrites"
@@ -33,15 +34,6 @@ CASES = sorted(p for p in FIXTURES.glob("*.py") if not p.name.endswith(".expecte
 def _module(data: bytes):
     match = re.match(rb"# fixture-module: ([\w.]+)", data)
     return match.group(1).decode() if match else None
-
-
-def _findings_text(findings) -> str:
-    lines = []
-    for f in findings:
-        flags = [flag for flag, on in (("fixable", f.fixable), ("remaining", f.remaining),
-                                        ("suppressed", f.suppressed)) if on]
-        lines.append(f"{f.line}:{f.column} {f.rule} {f.kind} {f.symbol} {f.status} {' '.join(flags)}".rstrip())
-    return "\n".join(lines) + "\n"
 
 
 def _run(data: bytes):
@@ -56,7 +48,7 @@ def test_fixture(case: Path) -> None:
     assert result.error is None, result.error
     expected_path = case.with_name(case.stem + ".expected.py")
     findings_path = case.with_name(case.stem + ".findings.txt")
-    findings = _findings_text(result.findings)
+    findings = findings_text(result.findings)
     if UPDATE:
         findings_path.write_text(findings)
         if result.new_source is not None:

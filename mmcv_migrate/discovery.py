@@ -2,8 +2,8 @@
 
 ``discover(paths, excludes)`` walks the given directories for ``*.py`` files and the files that
 declare dependencies (:func:`is_dependency_file`: ``requirements*.txt``, ``requirements/*.txt``,
-``setup.cfg``, ``pyproject.toml``, ``*.sh``); a file given explicitly is taken whatever its name. It prunes the usual non-source directories
-(:data:`DEFAULT_EXCLUDES`, any virtualenv), user ``--exclude`` patterns and ``.gitignore`` rules,
+``setup.cfg``, ``pyproject.toml``, ``*.sh``); a file given explicitly is taken whatever its name.
+It prunes the usual non-source directories (:data:`DEFAULT_EXCLUDES`, any virtualenv), user ``--exclude`` patterns and ``.gitignore`` rules,
 without ever following a directory symlink or leaving the given root through a file symlink.
 
 ``module_name(file)`` gives the dotted module name of a found file from its ``__init__.py`` chain
@@ -412,8 +412,8 @@ def discover(
 ) -> List[SourceFile]:
     """Find the Python and dependency files under ``paths``; see the module docstring for the rules.
 
-    Directories are walked for ``*.py`` and dependency files; a file given explicitly is taken (whatever its suffix)
-    unless an exclude pattern matches it. Raises :class:`DiscoveryError` for a path that does not
+    Directories are walked for ``*.py`` and dependency files; a file given explicitly is taken
+    (whatever its suffix) unless an exclude pattern matches it. Raises :class:`DiscoveryError` for a path that does not
     exist. Output is sorted by ``(root, rel)`` and holds each real file once.
     """
     if isinstance(paths, (str, os.PathLike)):

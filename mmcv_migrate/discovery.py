@@ -3,8 +3,9 @@
 ``discover(paths, excludes)`` walks the given directories for ``*.py`` files and the files that
 declare dependencies (:func:`is_dependency_file`: ``requirements*.txt``, ``requirements/*.txt``,
 ``setup.cfg``, ``pyproject.toml``, ``*.sh``); a file given explicitly is taken whatever its name.
-It prunes the usual non-source directories (:data:`DEFAULT_EXCLUDES`, any virtualenv), user ``--exclude`` patterns and ``.gitignore`` rules,
-without ever following a directory symlink or leaving the given root through a file symlink.
+It prunes the usual non-source directories (:data:`DEFAULT_EXCLUDES`, any virtualenv), user
+``--exclude`` patterns and ``.gitignore`` rules, without ever following a directory symlink or leaving
+the given root through a file symlink.
 
 ``module_name(file)`` gives the dotted module name of a found file from its ``__init__.py`` chain
 (the engine needs it to resolve relative imports such as ``from ..utils import ext_loader``).

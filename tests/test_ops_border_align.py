@@ -142,6 +142,22 @@ def test_matches_scalar_kernel_reference(dtype, pool_size):
     torch.testing.assert_close(grad_input, grad_ref, rtol=1e-5, atol=1e-6)
 
 
+def test_points_off_the_map_read_nothing_next_to_a_non_finite_pixel():
+    """An inf at pixel (0, 0) of some plane: off-map points still read 0 (the kernel reads nothing),
+    not 0 * inf = NaN; points on the map that reach that pixel do see it, as in the kernel."""
+    input, boxes = _random_case(5)
+    input[0, 1, 0, 0] = float("inf")
+    input[1, 6, 0, 0] = float("-inf")
+    grad_output = torch.randn(2, 2, 7, 4, generator=torch.Generator().manual_seed(1))
+    out_ref, arg_ref, _ = _reference(input, boxes, 3, grad_output)
+    output = input.new_zeros(out_ref.shape)
+    argmax = torch.zeros(out_ref.shape, dtype=torch.int32)
+    ext.border_align_forward(input, boxes, output, argmax, pool_size=3)
+    assert not out_ref.isnan().any()
+    assert torch.equal(argmax, arg_ref)
+    torch.testing.assert_close(output, out_ref, rtol=1e-6, atol=1e-6)
+
+
 def test_integer_ties_keep_the_first_point():
     # integer map and integer boxes: every sampled value is exact, ties are real ties
     g = torch.Generator().manual_seed(3)

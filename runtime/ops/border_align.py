@@ -32,7 +32,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from .. import registry
-from ._bilinear import bilinear_taps, weighted_row_sum
+from ._bilinear import bilinear_taps, redirect_outside_taps, weighted_row_sum
 from ._checks import autocast_common_dtype, check_int, compute_dtype
 
 _OP = "border_align"
@@ -111,6 +111,12 @@ def border_align_forward_core(input: Tensor, boxes: Tensor, pool_size: int) -> T
         return output, argmax
     compute = compute_dtype(input.dtype)
     rows = _feature_rows(input.detach().to(compute))
+    zero_row = None
+    if not bool(torch.isfinite(input[:, :, 0, 0]).all()):
+        # out-of-map points tap pixel (0, 0) with weight 0, which 0 * inf would turn into NaN where
+        # the kernel reads nothing: send them to an appended zero row instead
+        zero_row = rows.size(0)
+        rows = torch.cat([rows, rows.new_zeros((1, c))])
     base = _row_base(n, k, h * w, input.device)
     x, y, dx, dy = border_walk(boxes.detach(), pool_size)
     best = best_idx = None
@@ -118,8 +124,9 @@ def border_align_forward_core(input: Tensor, boxes: Tensor, pool_size: int) -> T
         if i:  # the kernel walks: x += step, rounded in the input dtype every time
             x, y = x + dx, y + dy
         index, weight = bilinear_taps(y.to(compute), x.to(compute), h, w)
+        index = redirect_outside_taps(index + base, weight, zero_row)
         # rounded to the input dtype before comparing, as the kernel compares values of that dtype
-        value = weighted_row_sum(rows, (index + base).view(-1, 4), weight.view(-1, 4)).to(input.dtype)
+        value = weighted_row_sum(rows, index.view(-1, 4), weight.view(-1, 4)).to(input.dtype)
         if best is None:
             best, best_idx = value, torch.zeros(value.shape, dtype=torch.int32, device=value.device)
         else:

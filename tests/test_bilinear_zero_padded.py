@@ -87,3 +87,19 @@ def test_valid_marks_taps_on_the_map_even_at_zero_weight():
 def test_empty_points():
     index, weight, valid = zero_padded_taps(torch.empty(0, 3), torch.empty(0, 3), 4, 4)
     assert index.shape == weight.shape == valid.shape == (0, 3, 4)
+
+
+def test_tap_dots_fused_and_gathered_agree(monkeypatch):
+    """tap_dots uses embedding_bag's fused per-sample-weight gradient when torch has it, a chunked
+    gather otherwise: both are <rows[index[t]], grad_out[bag[t]]>."""
+    import mmcv_runtime.ops._bilinear as bilinear
+
+    g = torch.Generator().manual_seed(3)
+    rows, grad_out = torch.randn(50, 7, generator=g, dtype=torch.float64), torch.randn(9, 7, generator=g, dtype=torch.float64)
+    index, bag = torch.randint(0, 50, (40,), generator=g), torch.randint(0, 9, (40,), generator=g)
+    expected = (rows[index] * grad_out[bag]).sum(1)
+    torch.testing.assert_close(bilinear.tap_dots(rows, index, grad_out, bag), expected, rtol=0, atol=1e-12)
+    monkeypatch.setattr(bilinear, "_PER_SAMPLE_WEIGHTS_BACKWARD", None)
+    monkeypatch.setattr(bilinear, "_TAP_CHUNK_ELEMENTS", 7 * 6)  # several chunks
+    torch.testing.assert_close(bilinear.tap_dots(rows, index, grad_out, bag), expected, rtol=0, atol=1e-12)
+    assert bilinear.tap_dots(rows, index[:0], grad_out, bag[:0]).shape == (0,)

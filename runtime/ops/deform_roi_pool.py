@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
 from .. import registry
-from ._bilinear import bilinear_corners, channels_last_rows
+from ._bilinear import bilinear_corners, channels_last_rows, tap_dots
 from ._checks import check_feature_map, check_rois
 from ._roi_sampling import (BinSamples, adaptive_grid, average_bins, average_bins_backward, bin_counts,
                             bin_of_each_tap, sample_chunks)
@@ -29,8 +29,6 @@ __all__ = ["DeformRoIPool", "DeformRoIPoolFunction", "DeformRoIPoolPack", "Modul
            "deform_roi_pool"]
 
 _OP = "deform_roi_pool"
-#: (taps x channels) products held at once for the offset gradient
-_DOT_CHUNK_ELEMENTS = 1 << 23
 
 
 class _DeformGeometry:
@@ -95,13 +93,7 @@ def _offset_gradient(grad_output: Tensor, input: Tensor, g: _DeformGeometry, poo
     for chunk in sample_chunks(input.shape, g.batch, g.grid_h, g.grid_w, pooled, g.place):
         # <feature row of each tap, output gradient of its bin>, summed over channels
         bag = bin_of_each_tap(chunk, bins)
-        dots = torch.empty_like(chunk.weight)
-        step = max(1, _DOT_CHUNK_ELEMENTS // max(c, 1))
-        for lo in range(0, dots.numel(), step):
-            hi = min(lo + step, dots.numel())
-            dots[lo:hi] = (rows.index_select(0, chunk.index[lo:hi])
-                           * grad_bins.index_select(0, bag[lo:hi])).sum(1)
-        dots = dots.view(-1, 4)
+        dots = tap_dots(rows, chunk.index, grad_bins, bag).view(-1, 4)
         corners = bilinear_corners(chunk.y, chunk.x, height, width)
         y, x = chunk.y, chunk.x  # unclamped, as the kernel's gradient uses them
         d_dx = torch.stack([y - corners.y_high, corners.y_high - y, corners.y_low - y, y - corners.y_low], 1)

@@ -77,7 +77,7 @@ from torch import Tensor
 from torch.autograd.function import Function, once_differentiable
 from torch.nn import functional as F
 
-from ._bilinear import zero_padded_taps
+from ._bilinear import tap_dots, zero_padded_taps
 from ._checks import no_autocast
 
 __all__ = ["DeformableAggregationFunction", "deformable_aggregation_function", "feature_maps_format"]
@@ -298,22 +298,10 @@ def _forward(problem: _Problem) -> Tensor:
     return out.view(bs, anchors, channels)
 
 
-#: The gradient of embedding_bag's per-sample weights (``<rows[index[t]], grad[bag[t]]>`` per tap) as
-#: one fused kernel; where a torch lacks it, autograd through embedding_bag computes the same.
-_PER_SAMPLE_WEIGHTS_BACKWARD = getattr(torch.ops.aten, "_embedding_bag_per_sample_weights_backward", None)
-
-
 def _tap_grads(rows: Tensor, taps: _Taps, grad_bags: Tensor) -> Tensor:
     """(q * G * T,): ``<rows[index[t]], grad_bags[bag of t]>``, the gradient of every tap weight."""
-    offsets = _bag_offsets(taps)
-    if _PER_SAMPLE_WEIGHTS_BACKWARD is not None:
-        bag = torch.arange(grad_bags.size(0), device=rows.device, dtype=taps.index.dtype)
-        return _PER_SAMPLE_WEIGHTS_BACKWARD(grad_bags, rows, taps.index, offsets,
-                                            bag.repeat_interleave(taps.bag_size), 0, -1)
-    weight = taps.weight.detach().requires_grad_()
-    with torch.enable_grad():
-        out = F.embedding_bag(taps.index, rows, offsets, mode="sum", per_sample_weights=weight)
-    return torch.autograd.grad(out, weight, grad_bags)[0]
+    bag = torch.arange(grad_bags.size(0), device=rows.device, dtype=taps.index.dtype)
+    return tap_dots(rows, taps.index, grad_bags, bag.repeat_interleave(taps.bag_size))
 
 
 def _feature_grads(grad_bags: Tensor, taps: _Taps, first: int, count: int) -> Tensor:

@@ -52,7 +52,7 @@ from torch.autograd.function import Function, once_differentiable
 
 from .. import registry
 from ..model_registry import register_model
-from ._bilinear import weighted_row_sum, zero_padded_taps
+from ._bilinear import tap_dots, weighted_row_sum, zero_padded_taps
 from ._checks import check_int, check_same_device, compute_dtype, no_autocast, renamed_kwargs
 
 __all__ = ["MultiScaleDeformableAttention", "MultiScaleDeformableAttnFunction",
@@ -66,8 +66,6 @@ _FORWARD_TAPS = 1 << 21
 _BACKWARD_TAPS = 1 << 20
 #: sorted taps whose value-gradient sums (distinct rows x head_dim) are held at once
 _SCATTER_TAPS = 1 << 19
-#: taps whose rows are gathered at once to compute <row, grad_output>
-_DOT_TAPS = 1 << 16
 
 
 # --- input checks ------------------------------------------------------------------------------
@@ -376,11 +374,7 @@ class _SortedTaps(NamedTuple):
 
     def dots(self, rows: Tensor, g: Tensor) -> Tensor:
         """(count,) ``<rows[row of tap], g[bag of tap]>``, 0 for taps off the map."""
-        dots = g.new_empty(self.row.numel())
-        for lo in range(0, self.row.numel(), _DOT_TAPS):
-            hi = min(lo + _DOT_TAPS, self.row.numel())
-            product = rows.index_select(0, self.row[lo:hi]).mul_(g.index_select(0, self.bag[lo:hi]))
-            torch.sum(product, 1, out=dots[lo:hi])
+        dots = tap_dots(rows, self.row.long(), g, self.bag)
         return g.new_zeros(self.count).scatter_(0, self.tap, dots)
 
     def scatter(self, grad_rows: Tensor, weight: Tensor, g: Tensor) -> None:

@@ -219,11 +219,12 @@ def check(paths, fmt, excludes, jobs, no_cache) -> None:
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(_formats("ops")), default="table", show_default=True)
 def ops(fmt) -> None:
-    """List every mmcv.ops op and what mmcv_runtime implements of it."""
+    """List every mmcv.ops op and what mmcv_runtime implements of it (and the project-local ops it replaces)."""
     from mmcv_migrate.coverage import load_coverage
     from mmcv_migrate.reports import render_ops
+    from mmcv_migrate.rewrites.local_ops import LOCAL_OPS
 
-    render_ops(load_coverage().op_rows(), fmt, stream=sys.stdout)
+    render_ops(load_coverage().op_rows(), fmt, stream=sys.stdout, local_ops=LOCAL_OPS)
 
 
 from mmcv_migrate.shim import shim as _shim  # noqa: E402  (zero-touch mode: shim install|uninstall|status)

@@ -126,18 +126,22 @@ def render(
 
 
 def render_ops(
-    rows: Sequence[OpRow], fmt: str, *, stream: TextIO, color: Optional[bool] = None
+    rows: Sequence[OpRow], fmt: str, *, stream: TextIO, color: Optional[bool] = None,
+    local_ops: Sequence[Any] = (),
 ) -> None:
-    """Write the op catalogue (``mmcv-migrate ops``) to ``stream``."""
+    """Write the op catalogue (``mmcv-migrate ops``) to ``stream``; ``local_ops`` are the project-local
+    compiled ops the runtime also replaces (:data:`mmcv_migrate.rewrites.local_ops.LOCAL_OPS`)."""
     if fmt not in FORMATS["ops"]:
         raise ValueError(f"unknown format {fmt!r} for 'ops'; choose from {', '.join(FORMATS['ops'])}")
     rows = sorted(rows, key=lambda r: r.op)
     if fmt == "json":
-        _write_json(ops_to_json(rows), stream)
+        _write_json(ops_to_json(rows, local_ops), stream)
     elif fmt == "markdown":
-        stream.write(_ops_markdown(rows))
+        stream.write(_ops_markdown(rows) + _local_ops_markdown(local_ops))
     else:
-        _ops_table(rows, _console(stream, color))
+        console = _console(stream, color)
+        _ops_table(rows, console)
+        _local_ops_table(local_ops, console)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,12 +210,18 @@ def to_json(report: ScanReport) -> Dict[str, Any]:
     }
 
 
-def ops_to_json(rows: Sequence[OpRow]) -> Dict[str, Any]:
+def ops_to_json(rows: Sequence[OpRow], local_ops: Sequence[Any] = ()) -> Dict[str, Any]:
     """The versioned JSON document of ``mmcv-migrate ops --format json``."""
     return {
         "version": JSON_SCHEMA_VERSION,
         "ops": [r.to_dict() for r in sorted(rows, key=lambda r: r.op)],
+        "local_ops": [_local_op_dict(op) for op in local_ops],
     }
+
+
+def _local_op_dict(op: Any) -> Dict[str, Any]:
+    return {"extension": op.extension, "functions": list(op.functions), "runtime_extension": op.runtime_extension,
+            "wrapper_names": list(op.wrapper_names), "runtime_module": op.runtime_module}
 
 
 # --------------------------------------------------------------------------------------------
@@ -660,6 +670,32 @@ def _table_check(report: ScanReport, console) -> None:
             _print_line(console, Text(msg, style="bold yellow"))
         else:
             _print_line(console, Text(msg, style="bold green"))
+
+
+def _local_ops_markdown(local_ops: Sequence[Any]) -> str:
+    if not local_ops:
+        return ""
+    out = ["### Project-local compiled ops", "", "| Extension | Replaced by | Wrapper names |", "|---|---|---|"]
+    for op in local_ops:
+        out.append(f"| {_md_code(op.extension)} | {_md_code(op.runtime_extension)}, {_md_code(op.runtime_module)} | "
+                   f"{_md_list(op.wrapper_names)} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def _local_ops_table(local_ops: Sequence[Any], console) -> None:
+    if not local_ops:
+        return
+    from rich.table import Table
+
+    table = Table(title="project-local compiled ops in mmcv_runtime", title_justify="left")
+    table.add_column("Extension", overflow="fold")
+    table.add_column("Replaced by", overflow="fold")
+    table.add_column("Wrapper names", overflow="fold")
+    for op in local_ops:
+        table.add_row(op.extension, f"{op.runtime_extension}\n{op.runtime_module}", ", ".join(op.wrapper_names))
+    console.print()
+    console.print(table)
 
 
 def _ops_table(rows: Sequence[OpRow], console) -> None:

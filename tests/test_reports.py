@@ -447,7 +447,7 @@ def test_ops_json():
     render_ops(_ops(), "json", stream=buf, color=True)
     assert not ANSI.search(buf.getvalue())
     doc = json.loads(buf.getvalue())
-    assert list(doc) == ["version", "ops"] and doc["version"] == 1
+    assert list(doc) == ["version", "ops", "local_ops"] and doc["version"] == 1 and doc["local_ops"] == []
     assert [o["op"] for o in doc["ops"]] == ["fancy_op", "nms", "roi_align"]
     assert set(doc["ops"][0]) == {"op", "names", "ext_functions", "status", "backward", "devices",
                                   "kernels", "versions"}
@@ -466,3 +466,23 @@ def test_ops_table_and_markdown():
     md = buf.getvalue()
     assert not ANSI.search(md)
     assert "| `roi_align` | converted | yes | cpu, cuda, mps | triton | 2 | 2 | 1.7, 2.x |" in md
+
+
+def test_ops_lists_the_project_local_ops():
+    from mmcv_migrate.rewrites.local_ops import LOCAL_OPS
+
+    buf = io.StringIO()
+    render_ops(_ops(), "json", stream=buf, local_ops=LOCAL_OPS)
+    doc = json.loads(buf.getvalue())
+    assert doc["local_ops"] == [{
+        "extension": "deformable_aggregation_ext",
+        "functions": ["deformable_aggregation_forward", "deformable_aggregation_backward"],
+        "runtime_extension": "mmcv_runtime.local_ext.deformable_aggregation_ext",
+        "wrapper_names": ["deformable_aggregation_function", "DeformableAggregationFunction", "feature_maps_format"],
+        "runtime_module": "mmcv_runtime.ops.deformable_aggregation",
+    }]
+    for fmt in ("table", "markdown"):
+        buf = io.StringIO()
+        render_ops(_ops(), fmt, stream=buf, local_ops=LOCAL_OPS)
+        text = buf.getvalue()
+        assert "deformable_aggregation_ext" in text and "mmcv_runtime.ops.deformable_aggregation" in text

@@ -40,6 +40,13 @@ def migrated(tmp_path_factory):
     return tree, before, result, again
 
 
+def test_the_fixture_still_has_an_op_the_runtime_lacks():
+    import mmcv_runtime.ext as ext
+
+    assert "tin_shift_forward" not in ext.IMPLEMENTED, (
+        "the runtime implements tin_shift now: give fixtures/mmcv_tree another op it lacks")
+
+
 def test_unmigrated_tree_needs_the_compiled_ext(migrated):
     _, before, _, _ = migrated
     assert before.returncode != 0 and "No module named 'mmcv._ext'" in before.stderr
@@ -47,7 +54,7 @@ def test_unmigrated_tree_needs_the_compiled_ext(migrated):
 
 def test_apply_rewrites_only_the_loader_imports(migrated):
     tree, _, result, again = migrated
-    # carafe is not in the runtime: its calls remain, so apply --inplace exits 1
+    # tin_shift is not in the runtime: its calls remain, so apply --inplace exits 1
     assert result.returncode == 1, result.stdout + result.stderr
     changed = []
     for original in sorted(TREE.rglob("*.py")):
@@ -57,8 +64,8 @@ def test_apply_rewrites_only_the_loader_imports(migrated):
             changed.append(str(rel))
             removed = set(original.read_text().splitlines()) - set(new.splitlines())
             assert all("ext_loader" in line for line in removed), (rel, removed)
-    assert changed == ["mmcv/ops/carafe.py", "mmcv/ops/modulated_deform_conv.py", "mmcv/ops/nms.py",
-                       "mmcv/ops/roi_align.py", "mmcv/utils/__init__.py"]
+    assert changed == ["mmcv/ops/modulated_deform_conv.py", "mmcv/ops/nms.py", "mmcv/ops/roi_align.py",
+                       "mmcv/ops/tin_shift.py", "mmcv/utils/__init__.py"]
     assert "from mmcv_runtime import ext_loader" in (tree / "mmcv/ops/nms.py").read_text()
     assert again.returncode == 0 and "+++" not in again.stdout, again.stdout  # idempotent: no diff pending
 
@@ -104,11 +111,11 @@ def test_migrated_wrappers_compute_what_the_runtime_computes(migrated):
                                         [t.double().requires_grad_() for t in small], fast_mode=True)
 
         try:
-            mmcv.ops.carafe(torch.randn(1, 4, 4, 4), torch.rand(1, 9, 8, 8), 3, 1, 2)
+            mmcv.ops.tin_shift(torch.randn(1, 4, 8, 5), torch.zeros(1, 2, dtype=torch.int32))
         except NotImplementedError as error:
-            assert "carafe_forward" in str(error), error
+            assert "tin_shift_forward" in str(error), error
         else:
-            raise AssertionError("carafe must say it is not implemented")
+            raise AssertionError("tin_shift must say it is not implemented")
         print("ok")
     """ % str(tree), tree)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr

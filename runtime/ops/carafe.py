@@ -193,6 +193,23 @@ def carafe_backward_core(grad_output: Tensor, features: Tensor, masks: Tensor, k
 # --- autograd Functions and modules --------------------------------------------------------------
 
 
+def _function_forward(op: str, ctx, features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
+                      scale_factor: int) -> Tensor:
+    """The forward of both autograd Functions (mmcv's two kernels compute the same values)."""
+    k, g, s = check_carafe_inputs(op, features, masks, kernel_size, group_size, scale_factor)
+    ctx.kernel_size, ctx.group_size, ctx.scale_factor = k, g, s
+    ctx.feature_size, ctx.mask_size = features.size(), masks.size()
+    ctx.save_for_backward(features, masks)
+    return carafe_forward_core(features, masks, k, g, s)
+
+
+def _function_backward(ctx, grad_output: Tensor) -> Tuple[Tensor, Tensor, None, None, None]:
+    features, masks = ctx.saved_tensors
+    grad_features, grad_masks = carafe_backward_core(grad_output, features, masks, ctx.kernel_size,
+                                                     ctx.group_size, ctx.scale_factor)
+    return grad_features, grad_masks, None, None, None
+
+
 class CARAFENaiveFunction(Function):
     """autograd Function of :func:`carafe_naive` (mmcv's per-element kernel; same values as ``carafe``)."""
 
@@ -204,19 +221,12 @@ class CARAFENaiveFunction(Function):
     @staticmethod
     def forward(ctx, features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
                 scale_factor: int) -> Tensor:
-        k, g, s = check_carafe_inputs("carafe_naive", features, masks, kernel_size, group_size, scale_factor)
-        ctx.kernel_size, ctx.group_size, ctx.scale_factor = k, g, s
-        ctx.feature_size, ctx.mask_size = features.size(), masks.size()
-        ctx.save_for_backward(features, masks)
-        return carafe_forward_core(features, masks, k, g, s)
+        return _function_forward("carafe_naive", ctx, features, masks, kernel_size, group_size, scale_factor)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: Tensor) -> Tuple[Tensor, Tensor, None, None, None]:
-        features, masks = ctx.saved_tensors
-        grad_features, grad_masks = carafe_backward_core(grad_output, features, masks, ctx.kernel_size,
-                                                         ctx.group_size, ctx.scale_factor)
-        return grad_features, grad_masks, None, None, None
+        return _function_backward(ctx, grad_output)
 
 
 carafe_naive = CARAFENaiveFunction.apply
@@ -233,19 +243,12 @@ class CARAFEFunction(Function):
     @staticmethod
     def forward(ctx, features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
                 scale_factor: int) -> Tensor:
-        k, g, s = check_carafe_inputs("carafe", features, masks, kernel_size, group_size, scale_factor)
-        ctx.kernel_size, ctx.group_size, ctx.scale_factor = k, g, s
-        ctx.feature_size, ctx.mask_size = features.size(), masks.size()
-        ctx.save_for_backward(features, masks)
-        return carafe_forward_core(features, masks, k, g, s)
+        return _function_forward("carafe", ctx, features, masks, kernel_size, group_size, scale_factor)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: Tensor) -> Tuple[Tensor, Tensor, None, None, None]:
-        features, masks = ctx.saved_tensors
-        grad_features, grad_masks = carafe_backward_core(grad_output, features, masks, ctx.kernel_size,
-                                                         ctx.group_size, ctx.scale_factor)
-        return grad_features, grad_masks, None, None, None
+        return _function_backward(ctx, grad_output)
 
 
 carafe = CARAFEFunction.apply

@@ -28,10 +28,11 @@ from .. import registry as _registry
 
 #: Implemented op modules, by mmcv.ops submodule name, e.g. ("nms", "roi_align"). Keep sorted.
 _OP_MODULES: tuple[str, ...] = (
-    "bbox", "bezier_align", "border_align", "box_iou_quadri", "box_iou_rotated", "carafe",
-    "deform_conv", "deform_roi_pool", "focal_loss", "modulated_deform_conv",
-    "multi_scale_deform_attn", "nms", "point_sample", "points_in_boxes", "prroi_pool",
-    "riroi_align_rotated", "roi_align", "roi_align_rotated", "roi_pool", "voxelize",
+    "active_rotated_filter", "bbox", "bezier_align", "border_align", "box_iou_quadri",
+    "box_iou_rotated", "carafe", "deform_conv", "deform_roi_pool", "focal_loss",
+    "modulated_deform_conv", "multi_scale_deform_attn", "nms", "point_sample", "points_in_boxes",
+    "prroi_pool", "riroi_align_rotated", "roi_align", "roi_align_rotated", "roi_pool",
+    "rotated_feature_align", "voxelize",
 )
 
 _HINT = "`mmcv-migrate ops` lists what it covers"

@@ -30,9 +30,10 @@ from .. import registry as _registry
 _OP_MODULES: tuple[str, ...] = (
     "active_rotated_filter", "bbox", "bezier_align", "border_align", "box_iou_quadri",
     "box_iou_rotated", "carafe", "deform_conv", "deform_roi_pool", "focal_loss",
-    "modulated_deform_conv", "multi_scale_deform_attn", "nms", "point_sample", "points_in_boxes",
-    "prroi_pool", "riroi_align_rotated", "roi_align", "roi_align_rotated", "roi_pool",
-    "rotated_feature_align", "voxelize",
+    "furthest_point_sample", "gather_points", "knn", "modulated_deform_conv",
+    "multi_scale_deform_attn", "nms", "point_sample", "points_in_boxes", "prroi_pool",
+    "riroi_align_rotated", "roi_align", "roi_align_rotated", "roi_pool", "rotated_feature_align",
+    "three_interpolate", "three_nn", "voxelize",
 )
 
 _HINT = "`mmcv-migrate ops` lists what it covers"

@@ -20,12 +20,12 @@ import importlib as _importlib
 
 #: Adapter modules, e.g. ("_nms", "_roi_align"): each defines the _ext functions named in its __all__.
 _ADAPTER_MODULES: tuple[str, ...] = (
-    "_active_rotated_filter", "_bbox", "_bezier_align", "_border_align", "_box_iou_quadri",
-    "_box_iou_rotated", "_carafe", "_deform_conv", "_deform_roi_pool", "_focal_loss",
-    "_furthest_point_sample", "_gather_points", "_knn", "_modulated_deform_conv",
-    "_multi_scale_deform_attn", "_nms", "_points_in_boxes", "_prroi_pool", "_riroi_align_rotated",
-    "_roi_align", "_roi_align_rotated", "_roi_pool", "_rotated_feature_align", "_three_interpolate",
-    "_three_nn", "_voxelize",
+    "_active_rotated_filter", "_ball_query", "_bbox", "_bezier_align", "_border_align",
+    "_box_iou_quadri", "_box_iou_rotated", "_carafe", "_deform_conv", "_deform_roi_pool",
+    "_focal_loss", "_furthest_point_sample", "_gather_points", "_group_points", "_iou3d", "_knn",
+    "_modulated_deform_conv", "_multi_scale_deform_attn", "_nms", "_points_in_boxes", "_prroi_pool",
+    "_riroi_align_rotated", "_roi_align", "_roi_align_rotated", "_roi_pool",
+    "_rotated_feature_align", "_three_interpolate", "_three_nn", "_voxelize",
 )
 
 _HINT = "`mmcv-migrate ops` lists what it covers"

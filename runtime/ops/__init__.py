@@ -28,12 +28,12 @@ from .. import registry as _registry
 
 #: Implemented op modules, by mmcv.ops submodule name, e.g. ("nms", "roi_align"). Keep sorted.
 _OP_MODULES: tuple[str, ...] = (
-    "active_rotated_filter", "bbox", "bezier_align", "border_align", "box_iou_quadri",
+    "active_rotated_filter", "ball_query", "bbox", "bezier_align", "border_align", "box_iou_quadri",
     "box_iou_rotated", "carafe", "deform_conv", "deform_roi_pool", "focal_loss",
-    "furthest_point_sample", "gather_points", "knn", "modulated_deform_conv",
-    "multi_scale_deform_attn", "nms", "point_sample", "points_in_boxes", "prroi_pool",
-    "riroi_align_rotated", "roi_align", "roi_align_rotated", "roi_pool", "rotated_feature_align",
-    "three_interpolate", "three_nn", "voxelize",
+    "furthest_point_sample", "gather_points", "group_points", "iou3d", "knn",
+    "modulated_deform_conv", "multi_scale_deform_attn", "nms", "point_sample", "points_in_boxes",
+    "prroi_pool", "riroi_align_rotated", "roi_align", "roi_align_rotated", "roi_pool",
+    "rotated_feature_align", "three_interpolate", "three_nn", "voxelize",
 )
 
 _HINT = "`mmcv-migrate ops` lists what it covers"

@@ -51,6 +51,33 @@ def peak_extra_mb(fn: Callable) -> Optional[float]:
     return (_status_kb("VmHWM") - base) / 1024
 
 
+def forward_backward(fn: Callable, leaves, *args, dense_grad: bool = False) -> Callable:
+    """A call that runs ``fn(*leaves, *args)`` and its backward, for the ``fwd+bwd`` cases.
+
+    ``leaves`` is one tensor or a sequence of them. They are cloned once as leaves that require
+    grad, and their gradients are reset before every call. A tuple output backpropagates through its
+    first element, a scalar directly, anything else through its sum. With ``dense_grad``, a
+    materialised gradient of ones is used instead of the sum: ``out.sum().backward()`` hands the
+    backward an expanded (stride 0) gradient, which some of mmcv's kernels read as if it were dense.
+    """
+    leaves = [leaves] if isinstance(leaves, torch.Tensor) else list(leaves)
+    leaves = [t.detach().clone().requires_grad_() for t in leaves]
+
+    def call():
+        for leaf in leaves:
+            leaf.grad = None
+        out = fn(*leaves, *args)
+        out = out[0] if isinstance(out, tuple) else out
+        if out.dim() == 0:
+            out.backward()
+        elif dense_grad:
+            out.backward(torch.ones_like(out))
+        else:
+            out.sum().backward()
+
+    return call
+
+
 def _timed(fn: Optional[Callable], store: List[float]) -> None:
     if fn is not None:
         start = time.perf_counter()

@@ -12,10 +12,10 @@ whole QueryAndGroup (xyz + 64 features); and the stacked ball query of the same 
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
-from _harness import run
+from _harness import forward_backward, run
 
 bq = importlib.import_module("mmcv_runtime.ops.ball_query")
 gp = importlib.import_module("mmcv_runtime.ops.group_points")
@@ -24,16 +24,6 @@ gp = importlib.import_module("mmcv_runtime.ops.group_points")
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
-
-def forward_backward(fn: Callable, x: torch.Tensor, *args) -> Callable:
-    leaf = x.clone().requires_grad_()
-
-    def call():
-        leaf.grad = None
-        out = fn(leaf, *args)
-        (out[0] if isinstance(out, tuple) else out).sum().backward()
-
-    return call
 
 
 def cases() -> List[Dict]:

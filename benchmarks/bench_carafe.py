@@ -12,11 +12,11 @@ channel (autograd through it).
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
-from _harness import run
+from _harness import forward_backward, run
 
 # the module, not the function: mmcv_runtime.ops.carafe is the function (re-exported like mmcv.ops)
 rt = importlib.import_module("mmcv_runtime.ops.carafe")
@@ -47,15 +47,6 @@ def inputs():
     return features, masks
 
 
-def forward_backward(fn: Callable, features: torch.Tensor, masks: torch.Tensor) -> Callable:
-    f, m = features.clone().requires_grad_(), masks.clone().requires_grad_()
-
-    def call():
-        f.grad = m.grad = None
-        fn(f, m, KERNEL, GROUPS, SCALE).sum().backward()
-
-    return call
-
 
 def cases() -> List[Dict]:
     features, masks = inputs()
@@ -63,8 +54,8 @@ def cases() -> List[Dict]:
     return [
         dict(name=f"{name} fwd", runtime=lambda: rt.carafe(features, masks, KERNEL, GROUPS, SCALE), mmcv=None,
              naive=lambda: naive_carafe(features, masks, KERNEL, GROUPS, SCALE)),
-        dict(name=f"{name} fwd+bwd", runtime=forward_backward(rt.carafe, features, masks), mmcv=None,
-             naive=forward_backward(naive_carafe, features, masks)),
+        dict(name=f"{name} fwd+bwd", runtime=forward_backward(rt.carafe, (features, masks), KERNEL, GROUPS, SCALE), mmcv=None,
+             naive=forward_backward(naive_carafe, (features, masks), KERNEL, GROUPS, SCALE)),
     ]
 
 

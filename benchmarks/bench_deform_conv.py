@@ -12,11 +12,11 @@ absolute times.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 from _harness import mmcv_ops as mm
-from _harness import run
+from _harness import forward_backward, run
 
 deform_conv2d = importlib.import_module("mmcv_runtime.ops.deform_conv").deform_conv2d
 modulated_deform_conv2d = importlib.import_module("mmcv_runtime.ops.modulated_deform_conv").modulated_deform_conv2d
@@ -32,16 +32,6 @@ def tensors() -> Dict[str, torch.Tensor]:
         bias=torch.randn(256, generator=g),
     )
 
-
-def forward_backward(fn: Callable, leaves: List[torch.Tensor], *rest) -> Callable:
-    leaves = [t.clone().requires_grad_() for t in leaves]
-
-    def call():
-        for leaf in leaves:
-            leaf.grad = None
-        fn(*leaves, *rest).sum().backward()
-
-    return call
 
 
 def cases() -> List[Dict]:

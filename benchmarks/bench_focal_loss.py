@@ -17,7 +17,7 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 from _harness import mmcv_ops as mm
-from _harness import run
+from _harness import forward_backward, run
 
 import mmcv_runtime.ops.focal_loss as rt
 
@@ -51,15 +51,6 @@ def synced(fn: Callable) -> Callable:
 
     return call
 
-
-def forward_backward(fn: Callable, x: torch.Tensor, *args) -> Callable:
-    leaf = x.clone().requires_grad_()
-
-    def call():
-        leaf.grad = None
-        fn(leaf, *args).backward()
-
-    return call
 
 
 def cases() -> List[Dict]:

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 from _harness import mmcv_ops as mm
-from _harness import run
+from _harness import forward_backward, run
 
 msda = importlib.import_module("mmcv_runtime.ops.multi_scale_deform_attn")
 
@@ -62,15 +62,10 @@ def inputs(points: int):
     return value, loc, attn
 
 
-def forward_backward(fn: Callable, value, loc, attn) -> Callable:
-    leaves = [t.clone().requires_grad_() for t in (value, loc, attn)]
 
-    def call():
-        for leaf in leaves:
-            leaf.grad = None
-        fn(leaves[0], SHAPES, leaves[1], leaves[2]).sum().backward()
-
-    return call
+def with_shapes(fn: Callable) -> Callable:
+    """``fn(value, loc, attn)`` for the op's ``fn(value, spatial_shapes, loc, attn)``."""
+    return lambda value, loc, attn: fn(value, SHAPES, loc, attn)
 
 
 def forward(fn: Callable, value, loc, attn) -> Callable:
@@ -85,8 +80,8 @@ def cases() -> List[Dict]:
         args = inputs(points)
         name = f"msda 6x{QUERIES}q 4lvl {HEADS}x{HEAD_DIM} {points}pts"
         out.append(dict(name=f"{name} fwd{mark}", runtime=forward(runtime, *args), mmcv=forward(reference, *args)))
-        out.append(dict(name=f"{name} fwd+bwd{mark}", runtime=forward_backward(runtime, *args),
-                        mmcv=forward_backward(reference, *args)))
+        out.append(dict(name=f"{name} fwd+bwd{mark}", runtime=forward_backward(with_shapes(runtime), args),
+                        mmcv=forward_backward(with_shapes(reference), args)))
     return out
 
 

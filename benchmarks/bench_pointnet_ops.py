@@ -13,10 +13,10 @@ forward+backward), and knn with k=16 of 1024 centres in 16384 points.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
-from _harness import run
+from _harness import forward_backward, run
 
 fps = importlib.import_module("mmcv_runtime.ops.furthest_point_sample")
 gp = importlib.import_module("mmcv_runtime.ops.gather_points")
@@ -28,15 +28,6 @@ knn = importlib.import_module("mmcv_runtime.ops.knn")
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
-
-def forward_backward(fn: Callable, x: torch.Tensor, *args) -> Callable:
-    leaf = x.clone().requires_grad_()
-
-    def call():
-        leaf.grad = None
-        fn(leaf, *args).sum().backward()
-
-    return call
 
 
 def cases() -> List[Dict]:

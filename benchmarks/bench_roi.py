@@ -12,11 +12,11 @@ where mmcv has a CPU kernel, and adaptive sampling staying bounded in memory.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 from _harness import mmcv_ops as mm
-from _harness import run
+from _harness import forward_backward, run
 
 import mmcv_runtime.ops as rt
 
@@ -40,15 +40,6 @@ def rotated_rois(k: int = 512) -> torch.Tensor:
     angle = torch.rand(k, 1, generator=torch.Generator().manual_seed(2)) * math.pi - math.pi / 2
     return torch.cat([boxes[:, :1], centre, size, angle], 1)
 
-
-def forward_backward(fn: Callable, x: torch.Tensor, *args) -> Callable:
-    leaf = x.clone().requires_grad_()
-
-    def call():
-        leaf.grad = None
-        fn(leaf, *args).sum().backward()
-
-    return call
 
 
 def cases() -> List[Dict]:

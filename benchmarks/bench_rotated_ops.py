@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 from _harness import mmcv_ops as mm
-from _harness import run
+from _harness import forward_backward, run
 
 arf = importlib.import_module("mmcv_runtime.ops.active_rotated_filter")
 rfa = importlib.import_module("mmcv_runtime.ops.rotated_feature_align")
@@ -52,19 +52,6 @@ def rboxes(n: int = 2, h: int = 100, w: int = 168) -> torch.Tensor:
     return torch.cat([ctr, size, angle], 1).view(n, h, w, 5)
 
 
-def forward_backward(fn: Callable, x: torch.Tensor, *args) -> Callable:
-    """A call of forward + backward with a dense output gradient: ``out.sum().backward()`` hands the
-    backward an expanded (stride 0) gradient, which mmcv's active_rotated_filter_backward reads
-    without making it contiguous (a segfault at these sizes)."""
-    leaf = x.clone().requires_grad_()
-    grad = torch.ones_like(fn(x, *args))
-
-    def call():
-        leaf.grad = None
-        fn(leaf, *args).backward(grad)
-
-    return call
-
 
 def cases() -> List[Dict]:
     weight = torch.randn(256, 256, 8, 3, 3, generator=torch.Generator().manual_seed(0))
@@ -76,8 +63,8 @@ def cases() -> List[Dict]:
     def add(name, runtime_fn, mmcv_fn, first, args):
         out.append(dict(name=f"{name} fwd", runtime=lambda: runtime_fn(first, *args),
                         mmcv=(lambda: mmcv_fn(first, *args)) if mmcv_fn else None))
-        out.append(dict(name=f"{name} fwd+bwd", runtime=forward_backward(runtime_fn, first, *args),
-                        mmcv=forward_backward(mmcv_fn, first, *args) if mmcv_fn else None))
+        out.append(dict(name=f"{name} fwd+bwd", runtime=forward_backward(runtime_fn, first, *args, dense_grad=True),
+                        mmcv=forward_backward(mmcv_fn, first, *args, dense_grad=True) if mmcv_fn else None))
 
     add("active_rotated_filter 256x256x8x3x3 R=8", arf.active_rotated_filter,
         mm.active_rotated_filter if mm else None, weight, (indices,))

@@ -25,7 +25,7 @@ _ADAPTER_MODULES: tuple[str, ...] = (
     "_focal_loss", "_furthest_point_sample", "_gather_points", "_group_points", "_iou3d", "_knn",
     "_modulated_deform_conv", "_multi_scale_deform_attn", "_nms", "_points_in_boxes", "_prroi_pool",
     "_riroi_align_rotated", "_roi_align", "_roi_align_rotated", "_roi_pool",
-    "_rotated_feature_align", "_three_interpolate", "_three_nn", "_voxelize",
+    "_rotated_feature_align", "_scatter_points", "_three_interpolate", "_three_nn", "_voxelize",
 )
 
 _HINT = "`mmcv-migrate ops` lists what it covers"

@@ -24,7 +24,7 @@ _ADAPTER_MODULES: tuple[str, ...] = (
     "_box_iou_quadri", "_box_iou_rotated", "_carafe", "_deform_conv", "_deform_roi_pool",
     "_focal_loss", "_furthest_point_sample", "_gather_points", "_group_points", "_iou3d", "_knn",
     "_modulated_deform_conv", "_multi_scale_deform_attn", "_nms", "_points_in_boxes", "_prroi_pool",
-    "_riroi_align_rotated", "_roi_align", "_roi_align_rotated", "_roi_pool",
+    "_psa_mask", "_riroi_align_rotated", "_roi_align", "_roi_align_rotated", "_roi_pool",
     "_rotated_feature_align", "_scatter_points", "_three_interpolate", "_three_nn", "_voxelize",
 )
 

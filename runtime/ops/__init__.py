@@ -32,7 +32,7 @@ _OP_MODULES: tuple[str, ...] = (
     "box_iou_rotated", "carafe", "deform_conv", "deform_roi_pool", "focal_loss",
     "furthest_point_sample", "gather_points", "group_points", "iou3d", "knn",
     "modulated_deform_conv", "multi_scale_deform_attn", "nms", "point_sample", "points_in_boxes",
-    "prroi_pool", "riroi_align_rotated", "roi_align", "roi_align_rotated", "roi_pool",
+    "prroi_pool", "psa_mask", "riroi_align_rotated", "roi_align", "roi_align_rotated", "roi_pool",
     "rotated_feature_align", "scatter_points", "three_interpolate", "three_nn", "voxelize",
 )
 

@@ -163,3 +163,24 @@ def no_autocast(device: torch.device):
         return torch.autocast(device.type, enabled=False)
     except (RuntimeError, ValueError):
         return contextlib.nullcontext()
+
+
+def is_integer_dtype(dtype: torch.dtype) -> bool:
+    """An integer dtype (what index arguments take): neither floating, complex nor bool."""
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
+def check_tensor(op: str, name: str, value: Any, *, dim: Optional[int] = None, kind: Optional[str] = None,
+                 type_error: type = TypeError, value_error: type = ValueError) -> Tensor:
+    """``value`` itself when it is a tensor with ``dim`` dimensions (any when None) of a ``kind`` dtype
+    (``"floating"``, ``"integer"``, or any when None); otherwise a clear error naming the op and the
+    argument. Ops whose mmcv counterparts raised other exception types pass subclasses that are both."""
+    if not isinstance(value, Tensor):
+        raise type_error(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    if dim is not None and value.dim() != dim:
+        raise value_error(f"{op}: {name} must have {dim} dimensions, got shape {tuple(value.shape)}")
+    if kind == "floating" and not value.is_floating_point():
+        raise type_error(f"{op}: {name} must be a floating point tensor, got {value.dtype}")
+    if kind == "integer" and not is_integer_dtype(value.dtype):
+        raise type_error(f"{op}: {name} must be an integer tensor, got {value.dtype}")
+    return value

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
 from ._bilinear import transposed_row_sum, zero_padded_taps
-from ._checks import check_int, compute_dtype, no_autocast
+from ._checks import check_int, check_tensor, compute_dtype, no_autocast
 
 #: Column elements (positions x taps x channels) gathered at once (64 MiB in float32); the backward
 #: gathers fewer positions at once so that all its per-chunk buffers fit in about as much.
@@ -131,13 +131,8 @@ def pair_of_ints(op: str, name: str, value: Any, minimum: Optional[int]) -> Tupl
 
 
 def _require_tensor(op: str, name: str, value: Any, dim: int) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise DeformConvTypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.dim() != dim:
-        raise DeformConvError(f"{op}: {name} must be a {dim}-D tensor, got shape {tuple(value.shape)}")
-    if not value.is_floating_point():
-        raise DeformConvTypeError(f"{op}: {name} must be a floating point tensor, got {value.dtype}")
-    return value
+    return check_tensor(op, name, value, dim=dim, kind="floating", type_error=DeformConvTypeError,
+                        value_error=DeformConvError)
 
 
 def check_arguments(op: str, input: Tensor, offset: Tensor, mask: Optional[Tensor], weight: Tensor,

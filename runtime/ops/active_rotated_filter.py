@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .. import registry
-from ._checks import check_same_device
+from ._checks import check_same_device, is_integer_dtype
 
 __all__ = ["ActiveRotatedFilterFunction", "active_rotated_filter"]
 
@@ -39,7 +39,7 @@ def _check_indices(indices: Any, orientations: int, kh: int, kw: int) -> Tensor:
     """(E, R) zero-based int64 targets from the (O, kH, kW, R) 1-based ``indices``."""
     if not isinstance(indices, Tensor):
         raise TypeError(f"{_OP}: indices must be a torch.Tensor, got {type(indices).__name__}")
-    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+    if not is_integer_dtype(indices.dtype):
         raise TypeError(f"{_OP}: indices must be an integer tensor, got {indices.dtype}")
     if indices.dim() != 4 or tuple(indices.shape[:3]) != (orientations, kh, kw):
         raise ValueError(f"{_OP}: indices must have shape (nOrientation, kH, kW, nRotation) = "

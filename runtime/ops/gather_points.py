@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from .. import registry
-from ._checks import check_same_device
+from ._checks import check_same_device, is_integer_dtype
 
 __all__ = ["GatherPoints", "gather_points"]
 
@@ -30,7 +30,7 @@ def check_inputs(op: str, features: Tensor, indices: Tensor) -> None:
                          f"got {tuple(indices.shape)}")
     if not features.is_floating_point():
         raise TypeError(f"{op}: features must be a floating point tensor, got {features.dtype}")
-    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+    if not is_integer_dtype(indices.dtype):
         raise TypeError(f"{op}: indices must be an integer tensor, got {indices.dtype}")
     check_same_device(op, features=features, indices=indices)
 

@@ -31,7 +31,7 @@ from torch import nn as nn
 from torch.autograd import Function
 
 from .. import registry
-from ._checks import check_same_device
+from ._checks import check_same_device, is_integer_dtype
 from .ball_query import _batch_of, ball_query
 from .knn import knn
 
@@ -103,7 +103,7 @@ def _check_group(features: Tensor, indices: Tensor, stacked: bool) -> None:
         raise TypeError(f"{op}: features and indices must be torch.Tensor")
     if not features.is_floating_point():
         raise TypeError(f"{op}: features must be a floating point tensor, got {features.dtype}")
-    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+    if not is_integer_dtype(indices.dtype):
         raise TypeError(f"{op}: indices must be an integer tensor, got {indices.dtype}")
     if stacked:
         if features.dim() != 2 or indices.dim() != 2:

@@ -53,7 +53,7 @@ from torch.autograd.function import Function, once_differentiable
 from .. import registry
 from ..model_registry import register_model
 from ._bilinear import tap_dots, weighted_row_sum, zero_padded_taps
-from ._checks import check_int, check_same_device, compute_dtype, no_autocast, renamed_kwargs
+from ._checks import check_int, check_same_device, check_tensor, compute_dtype, no_autocast, renamed_kwargs
 
 __all__ = ["MultiScaleDeformableAttention", "MultiScaleDeformableAttnFunction",
            "multi_scale_deformable_attn_pytorch"]
@@ -84,15 +84,7 @@ class _Problem(NamedTuple):
 
 
 def _check_tensor(op: str, name: str, t: Any, rank: int, floating: bool = True) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != rank:
-        raise ValueError(f"{op}: {name} must have {rank} dimensions, got shape {tuple(t.shape)}")
-    if floating and not t.is_floating_point():
-        raise TypeError(f"{op}: {name} must be a floating point tensor, got {t.dtype}")
-    if not floating and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
-        raise TypeError(f"{op}: {name} must be an integer tensor, got {t.dtype}")
-    return t
+    return check_tensor(op, name, t, dim=rank, kind="floating" if floating else "integer")
 
 
 def check_inputs(op: str, value: Tensor, spatial_shapes: Tensor, level_start_index: Optional[Tensor],

@@ -39,7 +39,7 @@ from torch.nn.modules.utils import _pair
 
 from .. import registry
 from ._bilinear import channels_last_rows, weighted_row_sum
-from ._checks import check_same_device
+from ._checks import check_same_device, check_tensor
 
 
 class _PointSampleValueError(ValueError, AssertionError):
@@ -51,13 +51,11 @@ class _PointSampleTypeError(TypeError, AssertionError):
 
 
 def _require_tensor(op: str, name: str, value: object) -> None:
-    if not isinstance(value, Tensor):
-        raise _PointSampleTypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    check_tensor(op, name, value, type_error=_PointSampleTypeError)
 
 
 def _require_floating(op: str, name: str, value: Tensor) -> None:
-    if not value.is_floating_point():
-        raise _PointSampleTypeError(f"{op}: {name} must be a floating point tensor, got {value.dtype}")
+    check_tensor(op, name, value, kind="floating", type_error=_PointSampleTypeError)
 
 
 def _require_points(op: str, name: str, points: Tensor, ranks: Tuple[int, ...], coords: int = 2) -> None:

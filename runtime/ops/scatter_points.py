@@ -28,7 +28,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from .. import registry
-from ._checks import check_choice, check_same_device
+from ._checks import check_choice, check_same_device, is_integer_dtype
 
 _OP = "dynamic_scatter"
 REDUCE_TYPES = ("max", "sum", "mean")
@@ -52,7 +52,7 @@ def check_inputs(op: str, feats: Any, coors: Any, reduce_type: Any) -> None:
                          f"got {coors.size(0)}")
     if not feats.is_floating_point():
         raise TypeError(f"{op}: feats must be a floating point tensor, got {feats.dtype}")
-    if coors.is_floating_point() or coors.is_complex() or coors.dtype == torch.bool:
+    if not is_integer_dtype(coors.dtype):
         raise TypeError(f"{op}: coors must be an integer tensor, got {coors.dtype}")
     check_same_device(op, feats=feats, coors=coors)
     if not isinstance(reduce_type, str):

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from .. import registry
-from ._checks import check_same_device
+from ._checks import check_same_device, is_integer_dtype
 
 __all__ = ["ThreeInterpolate", "three_interpolate"]
 
@@ -35,7 +35,7 @@ def check_inputs(op: str, features: Tensor, indices: Tensor, weight: Tensor) -> 
                          f"got {tuple(weight.shape)}")
     if not features.is_floating_point() or not weight.is_floating_point():
         raise TypeError(f"{op}: features and weight must be floating point, got {features.dtype}, {weight.dtype}")
-    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+    if not is_integer_dtype(indices.dtype):
         raise TypeError(f"{op}: indices must be an integer tensor, got {indices.dtype}")
     check_same_device(op, features=features, indices=indices, weight=weight)
 
